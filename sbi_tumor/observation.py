@@ -1,0 +1,51 @@
+"""Observation model: tumour density -> the label map a radiologist would segment.
+
+The T1-gadolinium scan shows the active core where ``u >= u_T1``; T2/FLAIR shows the whole tumour
+where ``u >= u_T2`` (with ``u_T2 < u_T1``). The two binary masks are summed into a label map:
+0 = healthy, 1 = T2 only (oedema / infiltration), 2 = T1 core.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["check_thresholds", "label_map", "masks_to_labels", "labels_to_masks"]
+
+
+def check_thresholds(u_t1, u_t2) -> None:
+    """Raise a clear error unless ``0 < u_T2 < u_T1 < 1`` (elementwise for arrays)."""
+    t1 = np.asarray(u_t1, dtype=float)
+    t2 = np.asarray(u_t2, dtype=float)
+    bad = ~((t2 > 0) & (t2 < t1) & (t1 < 1))
+    if np.any(bad):
+        i = int(np.flatnonzero(np.broadcast_to(bad, np.broadcast(t1, t2).shape))[0])
+        raise ValueError(
+            f"Invalid thresholds u_T1={np.broadcast_to(t1, bad.shape).flat[i]:.4g}, "
+            f"u_T2={np.broadcast_to(t2, bad.shape).flat[i]:.4g}: need 0 < u_T2 < u_T1 < 1 "
+            "(T2/FLAIR sees more of the tumour than T1-gadolinium)."
+        )
+
+
+def label_map(u, u_t1: float, u_t2: float):
+    """Label map ``(u >= u_T1) + (u >= u_T2)`` as uint8 (numpy) or the input dtype (torch).
+
+    ``u`` may have any shape; ``u_t1``/``u_t2`` scalars or arrays broadcastable against it.
+    """
+    check_thresholds(u_t1, u_t2)
+    if isinstance(u, torch.Tensor):
+        t1 = torch.as_tensor(u_t1, dtype=u.dtype, device=u.device)
+        t2 = torch.as_tensor(u_t2, dtype=u.dtype, device=u.device)
+        return (u >= t1).to(u.dtype) + (u >= t2).to(u.dtype)
+    u = np.asarray(u)
+    return ((u >= u_t1).astype(np.uint8) + (u >= u_t2).astype(np.uint8))
+
+
+def masks_to_labels(t1_mask: np.ndarray, t2_mask: np.ndarray) -> np.ndarray:
+    """Label map from binary T1 and T2 segmentations (uint8, 0/1/2)."""
+    return (np.asarray(t1_mask) > 0).astype(np.uint8) + (np.asarray(t2_mask) > 0).astype(np.uint8)
+
+
+def labels_to_masks(labels) -> tuple:
+    """Inverse of :func:`masks_to_labels`: (T1 mask, T2 mask) as booleans."""
+    return labels >= 2, labels >= 1
