@@ -145,7 +145,7 @@ def reference_step(u: np.ndarray, stencil: Stencil, dt: float, d_white: float, r
 # --------------------------------------------------------------------------------------------
 # numba kernels
 # --------------------------------------------------------------------------------------------
-@numba.njit(parallel=True, cache=True, fastmath=True)
+@numba.njit(parallel=True, cache=True)
 def _step(u, out, cx, cy, cz, dtd, e, lo0, hi0, lo1, hi1, lo2, hi2):  # pragma: no cover - jit
     """One step of the scheme on the box [lo0, hi0) x [lo1, hi1) x [lo2, hi2) (padded indices).
 

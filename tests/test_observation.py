@@ -1,0 +1,35 @@
+import numpy as np
+import pytest
+import torch
+
+from sbi_tumor.observation import label_map, labels_to_masks, masks_to_labels
+
+
+def test_label_map_thresholds():
+    u = np.array([0.0, 0.2, 0.25, 0.5, 0.7, 0.9])
+    np.testing.assert_array_equal(label_map(u, 0.7, 0.25), [0, 0, 1, 1, 2, 2])
+    assert label_map(u, 0.7, 0.25).dtype == np.uint8
+    t = label_map(torch.tensor(u, dtype=torch.float32), 0.7, 0.25)
+    assert t.dtype == torch.float32 and t.tolist() == [0, 0, 1, 1, 2, 2]
+
+
+def test_batched_thresholds_broadcast():
+    u = torch.tensor([[0.3, 0.6], [0.3, 0.6]])
+    out = label_map(u, torch.tensor([[0.5], [0.7]]), torch.tensor([[0.2], [0.4]]))
+    assert out.tolist() == [[1, 2], [0, 1]]
+
+
+@pytest.mark.parametrize("t1, t2", [(0.3, 0.5), (0.5, 0.5), (1.2, 0.2), (0.7, 0.0)])
+def test_invalid_thresholds_raise(t1, t2):
+    with pytest.raises(ValueError, match="0 < u_T2 < u_T1 < 1"):
+        label_map(np.zeros(3), t1, t2)
+
+
+def test_masks_round_trip():
+    t2 = np.array([0, 1, 1, 1])
+    t1 = np.array([0, 0, 1, 1])
+    labels = masks_to_labels(t1, t2)
+    np.testing.assert_array_equal(labels, [0, 1, 2, 2])
+    m1, m2 = labels_to_masks(labels)
+    np.testing.assert_array_equal(m1, t1 > 0)
+    np.testing.assert_array_equal(m2, t2 > 0)
