@@ -1,0 +1,193 @@
+"""Embedding networks that compress 3D tumour label maps into summary features.
+
+Both nets take a batch of label maps with voxel values 0 (healthy), 1 (oedema,
+T2/FLAIR) and 2 (enhancing core, T1Gd) in any of the shapes ``(B, C, nx, ny, nz)``,
+``(B, nx, ny, nz)`` (only if ``C == 1``) or flattened ``(B, C * nx * ny * nz)``,
+and return ``(B, output_dim)``. Pass them to
+``sbi.neural_nets.posterior_nn(model="mdn", embedding_net=net, z_score_x="none")``.
+
+``z_score_x="none"`` matters: ``sbi`` z-scores x *before* the embedding net. That
+destroys the integer labels ``LabelMapCNN3d`` one-hot encodes (non-integer values
+are silently rounded and clamped to the nearest label), and voxels that are
+constant in the training set get ``std = 1e-7``, so any change there at inference
+time becomes a value of order 1e7.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["LabelMapCNN3d", "PaperMLPEmbedding", "make_embedding"]
+
+
+def _as_volume(x: Tensor, in_channels: int, input_shape: tuple[int, ...]) -> Tensor:
+    """Reshape x from (B, C, nx, ny, nz), (B, nx, ny, nz) or flat (B, C*nx*ny*nz)."""
+    full = (in_channels, *input_shape)
+    if x.dim() == 2 and x.shape[1] == math.prod(full):
+        return x.reshape(x.shape[0], *full)
+    if x.dim() == 4 and in_channels == 1 and tuple(x.shape[1:]) == full[1:]:
+        return x.unsqueeze(1)
+    if x.dim() == 5 and tuple(x.shape[1:]) == full:
+        return x
+    raise ValueError(
+        f"Expected x of shape (B, {in_channels}, {', '.join(map(str, input_shape))}), "
+        f"its flattened form or (for one channel) without the channel axis; "
+        f"got {tuple(x.shape)}."
+    )
+
+
+class LabelMapCNN3d(nn.Module):
+    """3D CNN embedding for tumour label maps.
+
+    Blocks of Conv3d ("same" padding) + ReLU + MaxPool3d, global average pooling
+    (so the head is independent of the grid size and features read as
+    label-weighted volume fractions), then an MLP.
+
+    Args:
+        input_shape: Spatial grid ``(nx, ny, nz)``.
+        in_channels: Number of label-map channels C (e.g. several time points).
+        one_hot: If True, each channel's labels become ``num_classes`` indicator
+            channels, so the net does not assume that oedema lies "between" healthy
+            tissue and core. Otherwise the labels are used as ordinal values scaled
+            to [0, 1].
+        num_classes: Number of labels, values ``0 .. num_classes - 1``.
+        out_channels_per_layer: Output channels of each conv block.
+        kernel_size: Odd conv kernel size.
+        pool_kernel_size: Max-pool size; a dim smaller than it is not pooled.
+        num_linear_layers: Number of hidden fully connected layers (ReLU) between
+            the pooled features and the output layer; 0 gives one linear map. Unlike
+            ``sbi``'s ``CNNEmbedding`` the output layer is not counted.
+        num_linear_units: Width of the hidden fully connected layers.
+        output_dim: Number of summary features.
+    """
+
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int],
+        in_channels: int = 1,
+        one_hot: bool = True,
+        num_classes: int = 3,
+        out_channels_per_layer: Sequence[int] = (8, 16, 32),
+        kernel_size: int = 3,
+        pool_kernel_size: int = 2,
+        num_linear_layers: int = 1,
+        num_linear_units: int = 64,
+        output_dim: int = 20,
+    ):
+        super().__init__()
+        input_shape = tuple(int(n) for n in input_shape)
+        if len(input_shape) != 3 or min(input_shape) < 1:
+            raise ValueError(f"input_shape must be (nx, ny, nz), got {input_shape}.")
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd to keep the grid, got {kernel_size}.")
+        if num_classes < 2 or len(out_channels_per_layer) == 0:
+            raise ValueError("Need num_classes >= 2 and at least one conv layer.")
+
+        self.input_shape = input_shape
+        self.in_channels = in_channels
+        self.one_hot = one_hot
+        self.num_classes = num_classes
+        self.output_dim = output_dim
+
+        layers: list[nn.Module] = []
+        channels = in_channels * num_classes if one_hot else in_channels
+        grid = input_shape
+        for out_channels in out_channels_per_layer:
+            layers += [
+                nn.Conv3d(channels, out_channels, kernel_size, padding=kernel_size // 2),
+                nn.ReLU(),
+            ]
+            # Pool each axis separately so thin grids (e.g. a few slices) still work.
+            pool = tuple(pool_kernel_size if n >= pool_kernel_size else 1 for n in grid)
+            if max(pool) > 1:
+                layers.append(nn.MaxPool3d(pool))
+                grid = tuple(n // p for n, p in zip(grid, pool))
+            channels = out_channels
+        self.features = nn.Sequential(*layers)
+
+        head: list[nn.Module] = []
+        for _ in range(num_linear_layers):
+            head += [nn.Linear(channels, num_linear_units), nn.ReLU()]
+            channels = num_linear_units
+        head.append(nn.Linear(channels, output_dim))
+        self.head = nn.Sequential(*head)
+
+    def _encode(self, x: Tensor) -> Tensor:
+        """Map labels (B, C, nx, ny, nz) to the conv input (B, C * K or C, nx, ny, nz)."""
+        if not self.one_hot:
+            return x / (self.num_classes - 1)
+        # Round and clamp rather than validate: sbi 0.27's MixtureDensityEstimator
+        # probes the embedding with torch.randn input at construction.
+        labels = x.round().clamp(0, self.num_classes - 1)
+        classes = torch.arange(self.num_classes, device=x.device, dtype=x.dtype)
+        onehot = labels.unsqueeze(2) == classes.view(1, 1, -1, 1, 1, 1)
+        return onehot.to(x.dtype).flatten(1, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Embed label maps, (B, C, nx, ny, nz) or see module docstring -> (B, output_dim)."""
+        x = _as_volume(x, self.in_channels, self.input_shape)
+        h = self.features(self._encode(x))
+        return self.head(h.mean(dim=(2, 3, 4)))
+
+
+class PaperMLPEmbedding(nn.Module):
+    """Single tanh hidden layer on the flattened label map, as in the paper.
+
+    The paper's network is flattened input -> 100 tanh units -> mixture density
+    head. ``sbi``'s MDN brings its own head, so by default (``output_dim=None``)
+    this module *is* the hidden layer and returns its ``hidden`` tanh activations.
+    Setting ``output_dim`` appends a linear projection to that many features.
+
+    Weights use He-normal (``kaiming_normal_``) initialisation, biases zero.
+
+    Args:
+        input_shape: Spatial grid ``(nx, ny, nz)`` (any shape; only its size is used).
+        in_channels: Number of label-map channels C.
+        hidden: Number of tanh units.
+        output_dim: Optional size of a linear projection after the tanh layer.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        in_channels: int = 1,
+        hidden: int = 100,
+        output_dim: int | None = None,
+    ):
+        super().__init__()
+        self.input_shape = tuple(int(n) for n in input_shape)
+        self.in_channels = in_channels
+        self.num_inputs = in_channels * math.prod(self.input_shape)
+        self.output_dim = hidden if output_dim is None else output_dim
+
+        layers: list[nn.Module] = [nn.Linear(self.num_inputs, hidden), nn.Tanh()]
+        if output_dim is not None:
+            layers.append(nn.Linear(hidden, output_dim))
+        self.net = nn.Sequential(*layers)
+        for layer in self.net:
+            if isinstance(layer, nn.Linear):
+                nn.init.kaiming_normal_(layer.weight)
+                nn.init.zeros_(layer.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Embed label maps, (B, C, nx, ny, nz) or see module docstring -> (B, output_dim)."""
+        x = _as_volume(x, self.in_channels, self.input_shape)
+        return self.net(x.flatten(1))
+
+
+def make_embedding(kind: str, input_shape: Sequence[int], **kwargs) -> nn.Module:
+    """Build an embedding net for label maps on grid ``input_shape = (nx, ny, nz)``.
+
+    Args:
+        kind: ``"cnn"`` for ``LabelMapCNN3d`` or ``"mlp"`` for ``PaperMLPEmbedding``.
+        input_shape: Spatial grid of the label maps.
+        **kwargs: Passed to the chosen class.
+    """
+    builders = {"cnn": LabelMapCNN3d, "mlp": PaperMLPEmbedding}
+    if kind not in builders:
+        raise ValueError(f"Unknown embedding kind {kind!r}; valid kinds: {sorted(builders)}.")
+    return builders[kind](tuple(input_shape), **kwargs)

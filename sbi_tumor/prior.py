@@ -1,0 +1,226 @@
+"""Priors over the tumour-growth parameters theta = (D, rho, u_T1, u_T2).
+
+* ``D``: white-matter diffusivity of the Fisher-Kolmogorov model, mm^2/day.
+* ``rho``: proliferation rate, 1/day.
+* ``u_T1``, ``u_T2``: detection thresholds (dimensionless, on the normalised
+  tumour cell density in [0, 1]) above which a voxel is labelled as enhancing
+  core (T1Gd) and oedema (FLAIR/T2). The imaging model needs ``u_T1 > u_T2``;
+  all priors here enforce it by requiring the box's ``u_T2`` upper bound to be
+  at most its ``u_T1`` lower bound, so the prior stays a product distribution
+  (which NPE and the MCMC transforms of ``sbi`` rely on).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from sbi.utils import BoxUniform
+from torch import Tensor
+from torch.distributions import Distribution, constraints
+
+__all__ = [
+    "PARAMETER_LABELS",
+    "PARAMETER_NAMES",
+    "PRESETS",
+    "LogUniformBox",
+    "PriorPreset",
+    "make_prior",
+]
+
+PARAMETER_NAMES: tuple[str, ...] = ("D", "rho", "u_T1", "u_T2")
+PARAMETER_LABELS: tuple[str, ...] = (
+    r"$D$ [mm$^2$/day]",
+    r"$\rho$ [1/day]",
+    r"$u_{T1}$ [-]",
+    r"$u_{T2}$ [-]",
+)
+
+# Index of each parameter in theta, so checks read by name rather than number.
+_D, _RHO, _UT1, _UT2 = range(4)
+
+
+@dataclass(frozen=True)
+class PriorPreset:
+    """Named box of parameter bounds, in the order of ``PARAMETER_NAMES``.
+
+    Attributes:
+        name: Key of the preset in ``PRESETS``.
+        low: Lower bounds ``(D, rho, u_T1, u_T2)`` in (mm^2/day, 1/day, -, -).
+        high: Upper bounds, same order and units.
+        truth: Ground-truth parameters of a synthetic experiment, if any.
+        day: Day at which the observed label map is taken, if any.
+        validation_day: Later day used to validate predictions, if any.
+        description: Where the ranges come from.
+    """
+
+    name: str
+    low: tuple[float, float, float, float]
+    high: tuple[float, float, float, float]
+    truth: tuple[float, float, float, float] | None = None
+    day: float | None = None
+    validation_day: float | None = None
+    description: str = ""
+
+
+PRESETS: dict[str, PriorPreset] = {
+    "human": PriorPreset(
+        name="human",
+        low=(0.02, 0.002, 0.5, 0.05),
+        high=(1.5, 0.2, 0.85, 0.5),
+        description="Glioma ranges of Lipkova et al. (2019) for human patients.",
+    ),
+    "paper": PriorPreset(
+        name="paper",
+        low=(0.2, 0.1, 0.5, 0.05),
+        high=(4.0, 1.2, 0.85, 0.5),
+        truth=(2.0, 0.6, 0.7, 0.25),
+        day=9.0,
+        validation_day=11.0,
+        description=(
+            "Rat experiment of Ezhov/Lipkova made dimensionless on the human atlas: "
+            "lengths are 10x larger, so D is scaled by 100."
+        ),
+    ),
+}
+
+
+class LogUniformBox(Distribution):
+    r"""Product of independent uniform and log-uniform marginals on a box.
+
+    Dimension ``i`` is log-uniform on ``[low_i, high_i]`` (density
+    :math:`1 / (x \log(high_i / low_i))`) if ``log_dims[i]`` and uniform otherwise.
+    Bounded ``support`` lets ``sbi`` map it to an unconstrained space for MCMC.
+
+    Args:
+        low: Lower bounds, shape ``(d,)``; must be ``> 0`` where ``log_dims``.
+        high: Upper bounds, shape ``(d,)``.
+        log_dims: Boolean mask, shape ``(d,)``.
+    """
+
+    arg_constraints = {}
+    has_rsample = True
+
+    def __init__(self, low: Tensor, high: Tensor, log_dims: Tensor, validate_args=None):
+        self.low, self.high = torch.broadcast_tensors(
+            torch.as_tensor(low, dtype=torch.float32),
+            torch.as_tensor(high, dtype=torch.float32).to(torch.as_tensor(low).device),
+        )
+        self.log_dims = torch.as_tensor(log_dims, dtype=torch.bool, device=self.low.device)
+        if self.low.dim() != 1 or self.log_dims.shape != self.low.shape:
+            raise ValueError("low, high and log_dims must be 1D tensors of equal length.")
+        if torch.any(self.low[self.log_dims] <= 0):
+            raise ValueError("Log-uniform dimensions need strictly positive bounds.")
+        # Work in the coordinates where every marginal is uniform: log x or x.
+        self._a = torch.where(self.log_dims, self.low.log(), self.low)
+        self._b = torch.where(self.log_dims, self.high.log(), self.high)
+        super().__init__(event_shape=self.low.shape, validate_args=validate_args)
+
+    @constraints.dependent_property(is_discrete=False, event_dim=1)
+    def support(self) -> constraints.Constraint:
+        return constraints.independent(constraints.interval(self.low, self.high), 1)
+
+    @property
+    def mean(self) -> Tensor:
+        log_mean = (self.high - self.low) / (self._b - self._a)
+        return torch.where(self.log_dims, log_mean, (self.low + self.high) / 2)
+
+    @property
+    def variance(self) -> Tensor:
+        log_second = (self.high**2 - self.low**2) / (2 * (self._b - self._a))
+        log_var = log_second - self.mean**2
+        return torch.where(self.log_dims, log_var, (self.high - self.low) ** 2 / 12)
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+        shape = self._extended_shape(sample_shape)
+        u = torch.rand(shape, device=self.low.device)
+        z = self._a + u * (self._b - self._a)
+        return torch.where(self.log_dims, z.exp(), z).clamp(self.low, self.high)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        """Log-density, shape ``value.shape[:-1]``; ``-inf`` outside the box."""
+        if self._validate_args:
+            self._validate_sample(value)
+        value = torch.as_tensor(value, dtype=self.low.dtype, device=self.low.device)
+        inside = ((value >= self.low) & (value <= self.high)).all(-1)
+        # Change of variables from log x: log p(x) = -log x - log(log high - log low).
+        log_jac = torch.where(self.log_dims, value.clamp_min(1e-30).log(), 0.0)
+        log_p = -(self._b - self._a).log().sum() - log_jac.sum(-1)
+        return torch.where(inside, log_p, torch.full_like(log_p, -math.inf))
+
+
+def _check_bounds(low: Tensor, high: Tensor, log_uniform: bool) -> None:
+    """Raise ``ValueError`` unless (low, high) is a valid box for theta."""
+    names = PARAMETER_NAMES
+    if low.shape != (4,) or high.shape != (4,):
+        raise ValueError(
+            f"Bounds need 4 entries {names}, got low {tuple(low.shape)} "
+            f"and high {tuple(high.shape)}."
+        )
+    if not (torch.isfinite(low).all() and torch.isfinite(high).all()):
+        raise ValueError("Bounds must be finite.")
+    for i, name in enumerate(names):
+        if low[i] >= high[i]:
+            raise ValueError(
+                f"Lower bound of {name} ({low[i]:g}) must be below its upper bound "
+                f"({high[i]:g})."
+            )
+    for i in (_D, _RHO):
+        if low[i] < 0 or (log_uniform and low[i] == 0):
+            raise ValueError(
+                f"Lower bound of {names[i]} must be "
+                f"{'> 0 for a log-uniform prior' if log_uniform else '>= 0'}, "
+                f"got {low[i]:g}."
+            )
+    for i in (_UT1, _UT2):
+        if low[i] < 0 or high[i] > 1:
+            raise ValueError(
+                f"Threshold {names[i]} lives on the normalised density and must lie "
+                f"in [0, 1], got [{low[i]:g}, {high[i]:g}]."
+            )
+    if high[_UT2] > low[_UT1]:
+        raise ValueError(
+            f"The box allows u_T2 > u_T1: upper bound of u_T2 ({high[_UT2]:g}) must be "
+            f"<= lower bound of u_T1 ({low[_UT1]:g})."
+        )
+
+
+def make_prior(
+    preset: str = "human",
+    *,
+    log_uniform: bool = False,
+    device: str | torch.device = "cpu",
+    bounds: tuple[Sequence[float], Sequence[float]] | None = None,
+) -> Distribution:
+    """Prior over theta = (D [mm^2/day], rho [1/day], u_T1 [-], u_T2 [-]).
+
+    Args:
+        preset: Name of an entry of ``PRESETS`` (``"human"`` or ``"paper"``).
+        log_uniform: If True, D and rho are log-uniform (scale parameters spanning
+            two orders of magnitude) and the thresholds uniform. Otherwise a
+            ``BoxUniform``, the only bounded prior that ``NPE_A`` accepts.
+        device: Device of the prior's tensors (and hence of its samples).
+        bounds: ``(low, high)``, each of length 4, overriding the preset's box.
+
+    Returns:
+        Distribution with ``event_shape == (4,)``; ``log_prob`` takes ``(..., 4)``.
+
+    Raises:
+        ValueError: Unknown preset or invalid bounds.
+    """
+    if preset not in PRESETS:
+        raise ValueError(
+            f"Unknown prior preset {preset!r}; valid presets: {sorted(PRESETS)}."
+        )
+    low, high = bounds if bounds is not None else (PRESETS[preset].low, PRESETS[preset].high)
+    low = torch.as_tensor(low, dtype=torch.float32).flatten()
+    high = torch.as_tensor(high, dtype=torch.float32).flatten()
+    _check_bounds(low, high, log_uniform)
+
+    low, high = low.to(device), high.to(device)
+    if log_uniform:
+        log_dims = torch.tensor([True, True, False, False], device=device)
+        return LogUniformBox(low, high, log_dims)
+    return BoxUniform(low=low, high=high, device=str(device))

@@ -1,0 +1,112 @@
+import pytest
+import torch
+from sbi.inference import NPE_C
+from sbi.neural_nets import posterior_nn
+
+from sbi_tumor.embedding import LabelMapCNN3d, PaperMLPEmbedding, make_embedding
+from sbi_tumor.prior import make_prior
+
+SHAPE = (8, 8, 8)
+
+
+def random_labels(n: int, shape=SHAPE) -> torch.Tensor:
+    return torch.randint(0, 3, (n, *shape)).float()
+
+
+@pytest.mark.parametrize("kind", ["cnn", "mlp"])
+def test_output_shape_for_5d_4d_and_flat_input(kind):
+    torch.manual_seed(0)
+    net = make_embedding(kind, SHAPE)
+    x = random_labels(4)
+    out = net(x)
+    assert out.shape == (4, 20 if kind == "cnn" else 100)
+    torch.testing.assert_close(net(x.unsqueeze(1)), out)
+    torch.testing.assert_close(net(x.flatten(1)), out)
+    with pytest.raises(ValueError, match="Expected x of shape"):
+        net(x[:, :7])
+
+
+def test_cnn_one_hot_encoding_and_ordinal_scaling():
+    net = LabelMapCNN3d(SHAPE)
+    x = torch.tensor([0.0, 1.0, 2.0, 2.0]).repeat(128).reshape(1, 1, *SHAPE)
+    encoded = net._encode(x)
+    assert encoded.shape == (1, 3, *SHAPE)
+    assert torch.all(encoded.sum(1) == 1)
+    assert encoded[0, :, 0, 0, :4].T.tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1]]
+
+    ordinal = LabelMapCNN3d(SHAPE, one_hot=False)
+    assert ordinal.features[0].in_channels == 1
+    assert ordinal._encode(x)[0, 0, 0, 0, :4].tolist() == [0.0, 0.5, 1.0, 1.0]
+
+
+def test_cnn_rounds_and_clamps_non_label_input():
+    # sbi 0.27 probes the embedding with torch.randn input, so it must not fail.
+    net = LabelMapCNN3d(SHAPE)
+    x = torch.tensor([-0.7, 0.4, 1.6, 5.0]).repeat(128).reshape(1, 1, *SHAPE)
+    assert net._encode(x)[0, :, 0, 0, :4].argmax(0).tolist() == [0, 0, 2, 2]
+    assert net(torch.randn(1, 512)).shape == (1, 20)
+
+
+def test_cnn_pooling_skips_thin_axes_and_kernel_checks():
+    torch.manual_seed(0)
+    net = LabelMapCNN3d((9, 4, 1), out_channels_per_layer=(4, 4, 4))
+    pools = [m.kernel_size for m in net.features if isinstance(m, torch.nn.MaxPool3d)]
+    # 9x4x1 -> 4x2x1 -> 2x1x1 -> 1x1x1; z is never pooled, y stops after two pools.
+    assert pools == [(2, 2, 1), (2, 2, 1), (2, 1, 1)]
+    assert net(random_labels(3, (9, 4, 1))).shape == (3, 20)
+    assert LabelMapCNN3d((1, 1, 1)).forward(torch.zeros(2, 1)).shape == (2, 20)
+    with pytest.raises(ValueError, match="odd"):
+        LabelMapCNN3d(SHAPE, kernel_size=4)
+
+
+def test_cnn_head_layers():
+    net = LabelMapCNN3d(SHAPE, num_linear_layers=2, num_linear_units=16, output_dim=5)
+    widths = [m.out_features for m in net.head if isinstance(m, torch.nn.Linear)]
+    assert widths == [16, 16, 5]
+    assert len(LabelMapCNN3d(SHAPE, num_linear_layers=0).head) == 1
+
+
+def test_paper_mlp_structure_and_init():
+    torch.manual_seed(0)
+    net = PaperMLPEmbedding((20, 20, 20))
+    linear = net.net[0]
+    assert linear.in_features == 8000 and linear.out_features == 100
+    assert isinstance(net.net[1], torch.nn.Tanh) and len(net.net) == 2
+    # He-normal: std = sqrt(2 / fan_in); zero bias.
+    assert linear.weight.std().item() == pytest.approx((2 / 8000) ** 0.5, rel=0.01)
+    assert torch.all(linear.bias == 0)
+    out = net(random_labels(3, (20, 20, 20)))
+    assert out.shape == (3, 100) and out.abs().max() <= 1
+    assert PaperMLPEmbedding(SHAPE, output_dim=7)(random_labels(2)).shape == (2, 7)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "mlp"])
+def test_gradients_flow_to_first_layer(kind):
+    torch.manual_seed(0)
+    net = make_embedding(kind, SHAPE)
+    net(random_labels(4)).square().sum().backward()
+    first = next(net.parameters())
+    assert first.grad is not None and first.grad.abs().sum() > 0
+
+
+def test_make_embedding_unknown_kind():
+    with pytest.raises(ValueError, match=r"Unknown embedding kind 'rnn'.*\['cnn', 'mlp'\]"):
+        make_embedding("rnn", SHAPE)
+
+
+@pytest.mark.filterwarnings("ignore:Maximum number of epochs")
+@pytest.mark.parametrize("kind", ["cnn", "mlp"])
+def test_npe_c_trains_with_embedding(kind, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # NPE writes TensorBoard logs to ./sbi-logs
+    torch.manual_seed(0)
+    prior = make_prior("paper")
+    theta = prior.sample((50,))
+    x = random_labels(50).flatten(1)
+    net = make_embedding(kind, SHAPE)
+    estimator = posterior_nn(model="mdn", embedding_net=net, z_score_x="none")
+    inference = NPE_C(prior=prior, density_estimator=estimator, show_progress_bars=False)
+    inference.append_simulations(theta, x).train(max_num_epochs=2, training_batch_size=25)
+    posterior = inference.build_posterior()
+    samples = posterior.sample((10,), x=x[0], show_progress_bars=False)
+    assert samples.shape == (10, 4)
+    assert torch.all(prior.support.check(samples))
