@@ -130,13 +130,13 @@ class Anatomy:
         ijk = np.rint(self.world_to_voxel(np.asarray(seed_mm, dtype=np.float64))).astype(int)
         if np.any(ijk < 0) or np.any(ijk >= np.array(self.shape)):
             raise AnatomyError(
-                f"Seed {tuple(np.round(seed_mm, 2))} mm lies outside the image (voxel {tuple(ijk)}, "
+                f"Seed {_fmt(seed_mm)} mm lies outside the image (voxel {_fmt(ijk)}, "
                 f"grid {self.shape}); give a point inside the brain in world (scanner/MNI) mm."
             )
         i, j, k = (int(v) for v in ijk)
         if not self.tissue[i, j, k]:
             raise AnatomyError(
-                f"Seed {tuple(np.round(seed_mm, 2))} mm (voxel {(i, j, k)}) is not in brain tissue "
+                f"Seed {_fmt(seed_mm)} mm (voxel {_fmt(ijk)}) is not in brain tissue "
                 f"(wm={self.wm[i, j, k]:.2f}, gm={self.gm[i, j, k]:.2f}, csf={self.csf[i, j, k]:.2f}); "
                 "move it into white or grey matter."
             )
@@ -192,6 +192,10 @@ class Anatomy:
         """Index slices of this grid that ``other`` (a crop of it) covers."""
         offset = np.rint(self.world_to_voxel(other.affine[:3, 3])).astype(int)
         return tuple(slice(int(o), int(o) + s) for o, s in zip(offset, other.shape))  # type: ignore
+
+
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{float(v):g}" for v in values) + ")"
 
 
 def _load(path: str | Path):

@@ -63,6 +63,9 @@ class LabelMapCNN3d(nn.Module):
             ``sbi``'s ``CNNEmbedding`` the output layer is not counted.
         num_linear_units: Width of the hidden fully connected layers.
         output_dim: Number of summary features.
+        input_pool: Average-pool the encoded input by this factor first (labels become
+            label fractions of coarser voxels): ``input_pool=2`` makes every conv 8x
+            cheaper, which decides whether training fits a 2-core CPU budget.
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class LabelMapCNN3d(nn.Module):
         num_linear_layers: int = 1,
         num_linear_units: int = 64,
         output_dim: int = 20,
+        input_pool: int = 2,
     ):
         super().__init__()
         input_shape = tuple(int(n) for n in input_shape)
@@ -96,6 +100,11 @@ class LabelMapCNN3d(nn.Module):
         layers: list[nn.Module] = []
         channels = in_channels * num_classes if one_hot else in_channels
         grid = input_shape
+        pool = tuple(input_pool if n >= input_pool else 1 for n in grid)
+        self.input_pool: nn.Module = nn.Identity()
+        if max(pool) > 1:
+            self.input_pool = nn.AvgPool3d(pool, ceil_mode=True)
+            grid = tuple(-(-n // p) for n, p in zip(grid, pool))
         for out_channels in out_channels_per_layer:
             layers += [
                 nn.Conv3d(channels, out_channels, kernel_size, padding=kernel_size // 2),
@@ -130,7 +139,7 @@ class LabelMapCNN3d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Embed label maps, (B, C, nx, ny, nz) or see module docstring -> (B, output_dim)."""
         x = _as_volume(x, self.in_channels, self.input_shape)
-        h = self.features(self._encode(x))
+        h = self.features(self.input_pool(self._encode(x)))
         return self.head(h.mean(dim=(2, 3, 4)))
 
 

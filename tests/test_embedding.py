@@ -49,7 +49,7 @@ def test_cnn_rounds_and_clamps_non_label_input():
 
 def test_cnn_pooling_skips_thin_axes_and_kernel_checks():
     torch.manual_seed(0)
-    net = LabelMapCNN3d((9, 4, 1), out_channels_per_layer=(4, 4, 4))
+    net = LabelMapCNN3d((9, 4, 1), out_channels_per_layer=(4, 4, 4), input_pool=1)
     pools = [m.kernel_size for m in net.features if isinstance(m, torch.nn.MaxPool3d)]
     # 9x4x1 -> 4x2x1 -> 2x1x1 -> 1x1x1; z is never pooled, y stops after two pools.
     assert pools == [(2, 2, 1), (2, 2, 1), (2, 1, 1)]
