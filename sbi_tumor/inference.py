@@ -234,7 +234,8 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
         training.append({"round": r + 1, **summary})
 
     samples = posterior.sample((config.num_posterior_samples,), x=x_o, show_progress_bars=False)
-    map_ = posterior.map(x=x_o, show_progress_bars=False, num_init_samples=500, num_iter=200)
+    posterior.set_default_x(x_o)  # sbi 0.27's map() no longer takes x
+    map_ = posterior.map(show_progress_bars=False, num_init_samples=500, num_iter=200)
     result = InferenceResult(
         method=config.method, samples=samples, map=map_.reshape(-1), theta_per_round=thetas,
         training=training, wall_time=time.perf_counter() - start, simulation_time=t_sim,
