@@ -1,0 +1,106 @@
+import json
+
+import numpy as np
+import pytest
+
+from sbi_tumor import benchmark
+from sbi_tumor.benchmark import BenchmarkConfig, dice, encode_masks, markdown_table, posterior_metrics
+
+
+def test_mask_code_is_lossless():
+    rng = np.random.default_rng(0)
+    t1, t2 = rng.random((2, 5, 6, 7)) < 0.5
+    code = encode_masks(t1, t2)
+    assert code.dtype == np.uint8 and set(np.unique(code)) <= {0, 1, 2, 3}
+    np.testing.assert_array_equal(code % 2 == 1, t2)
+    np.testing.assert_array_equal(code >= 2, t1)
+
+
+def test_dice():
+    a = np.zeros((4, 4), bool)
+    assert dice(a, a) == 1.0
+    b = a.copy()
+    a[0, :2] = True
+    b[0, 1:3] = True
+    assert dice(a, b) == pytest.approx(0.5)
+
+
+def test_posterior_metrics_coverage_and_errors():
+    truth = np.array([2.0, 0.6, 0.7, 0.25])
+    samples = truth * np.random.default_rng(0).normal(1.0, 0.01, (2000, 4))
+    m = posterior_metrics(samples, truth * 1.1, truth)
+    assert all(m[n]["truth_in_90"] for n in ("D", "rho", "u_T1", "u_T2"))
+    assert m["D"]["map_rel_error"] == pytest.approx(0.1)
+    assert m["front_speed"]["truth"] == pytest.approx(2 * np.sqrt(1.2))
+    assert m["infiltration_length"]["mean_rel_error"] < 0.01
+
+
+def test_config_rejects_bad_settings():
+    with pytest.raises(ValueError, match="case"):
+        BenchmarkConfig(case="human")
+    with pytest.raises(ValueError, match="budget"):
+        BenchmarkConfig(budgets=(6,), npe_rounds=4)
+
+
+def test_parser_registers_npe_vs_mcmc():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    benchmark.add_benchmark_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["benchmark", "npe-vs-mcmc", "--budgets", "500", "1000", "--out", "x"])
+    config = benchmark.config_from_args(args)
+    assert config.budgets == (500, 1000) and config.embedding == "mlp"
+    assert benchmark.command_line(args).startswith("sbi-tumor benchmark npe-vs-mcmc --case paper --budgets 500 1000")
+
+
+@pytest.mark.slow
+def test_quick_benchmark_writes_results(tmp_path, monkeypatch):
+    from sbi_tumor.simulator import TumorSimulator
+
+    solves = []
+    density = TumorSimulator.density
+
+    def counting_density(self, theta, days, progress=False):
+        out = density(self, theta, days, progress)
+        solves.append(len(out))
+        return out
+
+    monkeypatch.setattr(TumorSimulator, "density", counting_density)
+    out = tmp_path / "bench"
+    assert benchmark.main(["--quick", "--seed", "1", "--out", str(out)]) == 0
+
+    results = json.loads((out / "results.json").read_text())
+    assert {"config", "case", "reference", "runs", "target", "command", "total_wall_time_s"} <= set(results)
+    runs = {(r["method"], r["budget"]): r for r in results["runs"]}
+    assert set(runs) == {("NPE", 120), ("TMCMC", 120), ("TMCMC", 480)}
+    assert runs["NPE", 120]["num_simulations"] == 120
+    # Every solve is accounted for: the truth, the reference, the runs and one Dice solve each.
+    counted = results["reference"]["num_simulations"] + sum(r["num_simulations"] for r in runs.values())
+    assert sum(solves) == 1 + counted + len(runs) + 1
+    for r in runs.values():
+        assert 0.45 <= r["c2st"] <= 1.0
+        assert all(0.0 <= v <= 1.0 for v in r["map_dice"].values())
+        assert set(r["parameters"]) >= {"D", "rho", "u_T1", "u_T2", "front_speed", "infiltration_length"}
+    assert isinstance(results["target"]["met"], bool)
+
+    table = (out / "table.md").read_text()
+    assert "| NPE | 120 | 120 |" in table and results["command"] in table
+    for name in ("accuracy.png", "pairplot_120.png", "pairplot_480.png"):
+        assert 0 < (out / name).stat().st_size <= 200_000
+    samples = np.load(out / "samples.npz")
+    assert samples["NPE_120"].shape == (300, 4)
+
+
+def test_markdown_table_marks_target():
+    row = {"method": "NPE", "budget": 10, "num_simulations": 10, "wall_time_s": 1.0, "c2st": 0.7,
+           "parameters": {n: {"mean_rel_error": 0.1, "map_rel_error": 0.2, "truth_in_90": n != "rho"}
+                          for n in ("D", "rho", "u_T1", "u_T2", "front_speed")},
+           "map_dice": {"T1_day9": 0.5, "T2_day9": 0.9, "T1_day11": 0.4, "T2_day11": 0.8}}
+    results = {"case": {"name": "paper", "truth": {"D": 2, "rho": 0.6, "u_T1": 0.7, "u_T2": 0.25}, "day": 9,
+                        "validation_day": 11, "roi_shape": [3, 3, 3]},
+               "reference": {"num_samples": 5, "num_simulations": 50}, "runs": [row],
+               "target": {"npe_budget": 10, "tmcmc_budget": 100, "npe_c2st": 0.7, "tmcmc_c2st": 0.8, "met": True}}
+    table = markdown_table(results, "sbi-tumor benchmark npe-vs-mcmc --quick")
+    assert "| NPE | 10 | 10 | 1 | 0.700 | 10.0 / 10.0 / 10.0 / 10.0 | 20.0 / 20.0 / 20.0 / 20.0 | ynyy |" in table
+    assert "0.900 / 0.500 | 0.800 / 0.400 |" in table
+    assert ": met (0.700 vs 0.800)" in table
