@@ -1,0 +1,249 @@
+"""Predict tumour growth from a fitted posterior: MAP and posterior-sample forward runs.
+
+Days count from the initial condition, as in :mod:`sbi_tumor.workflow` (days since the ADC scan,
+or since the seed). Volumes are in mm^3 on the model (anatomy) grid; Dice scores compare the
+predicted and observed masks on that grid, observed segmentations being resampled onto it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from .io import atomic_output_dir, check_day, load_mask, save_nifti, to_anatomy_grid
+from .workflow import InferenceRun, load_run
+
+__all__ = ["Prediction", "dice", "predict", "save_prediction"]
+
+_REGIONS = ("T1", "T2")
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice overlap ``2 |a & b| / (|a| + |b|)`` of two boolean masks; 1 when both are empty."""
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+
+
+@dataclass
+class Prediction:
+    """Forward runs of a posterior.
+
+    Attributes:
+        days: the requested days, ``(n_days,)``.
+        map: the MAP parameters, ``(4,)``.
+        samples: the posterior samples simulated, ``(n_samples, 4)``.
+        map_density: MAP density on the anatomy grid, float32 ``(n_days, nx, ny, nz)``.
+        map_labels: MAP label maps (0 healthy, 1 T2 only, 2 T1 core), uint8, same shape.
+        volumes: ``{"T1", "T2"}`` -> sample volumes (mm^3), ``(n_samples, n_days)``.
+        map_volumes: ``{"T1", "T2"}`` -> MAP volumes (mm^3), ``(n_days,)``.
+        curve_days: dense days from 0 for plotting, ``(n_curve,)``; ``curves`` and
+            ``map_curves`` hold the volumes there (same layout as ``volumes``/``map_volumes``).
+        observed: per observed day, the observed volumes and Dice of MAP and samples.
+        observed_labels: per observed day, the observed label map on the anatomy grid (uint8).
+        seconds: wall time of the prediction.
+    """
+
+    days: np.ndarray
+    map: np.ndarray
+    samples: np.ndarray
+    map_density: np.ndarray
+    map_labels: np.ndarray
+    volumes: dict[str, np.ndarray]
+    map_volumes: dict[str, np.ndarray]
+    curve_days: np.ndarray
+    curves: dict[str, np.ndarray]
+    map_curves: dict[str, np.ndarray]
+    observed: dict[float, dict[str, float]] = field(default_factory=dict)
+    observed_labels: dict[float, np.ndarray] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def table(self) -> list[dict[str, float]]:
+        """One row per day: volume mean/std over samples, MAP volume, observed volume and Dice."""
+        rows = []
+        for j, day in enumerate(self.days):
+            row = {"day": float(day)}
+            for region in _REGIONS:
+                row[f"{region}_mean_mm3"] = float(self.volumes[region][:, j].mean())
+                row[f"{region}_std_mm3"] = float(self.volumes[region][:, j].std())
+                row[f"{region}_map_mm3"] = float(self.map_volumes[region][j])
+            rows.append(row | self.observed.get(float(day), {}))
+        return rows
+
+
+def predict(run: InferenceRun | str | Path, days: Sequence[float], *, num_samples: int = 100,
+            observed_t2: Mapping[float, str | Path] | None = None,
+            observed_t1: Mapping[float, str | Path] | None = None, seed: int = 0,
+            curve_points: int = 25, progress: bool = True) -> Prediction:
+    """Simulate the MAP and ``num_samples`` posterior samples forward to ``days``.
+
+    Args:
+        run: a fitted run or its directory (see :func:`sbi_tumor.workflow.load_run`).
+        days: days after the initial condition to predict (> 0).
+        num_samples: posterior samples to simulate for the uncertainty.
+        observed_t2, observed_t1: ``{day: segmentation file}`` of later scans to compare with;
+            their days are added to ``days``.
+        seed: torch seed of the posterior sampling.
+        curve_points: number of days from 0 to the last day at which volumes are plotted.
+        progress: progress bar over the sample runs.
+    """
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    run = load_run(run) if isinstance(run, (str, Path)) else run
+    patient = run.patient
+    observed = {region: {check_day(d, 0.0): Path(p) for d, p in (files or {}).items()}
+                for region, files in (("T1", observed_t1), ("T2", observed_t2))}
+    days = np.unique([check_day(d, 0.0) for d in days] + [d for f in observed.values() for d in f])
+    if days.size == 0 or days[0] <= 0:
+        raise ValueError(f"Give days > 0 (after the initial condition) to predict, got {days.tolist()}.")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+    masks = {region: {d: _observed_mask(p, f"observed {region} segmentation (day {d:g})", run)
+                      for d, p in files.items()} for region, files in observed.items()}
+
+    torch.manual_seed(seed)
+    samples = run.posterior.sample((num_samples,), show_progress_bars=False).numpy()
+    theta = np.concatenate([run.result.map.numpy()[None], samples]).astype(np.float64)
+    curve_days = np.unique(np.concatenate([np.linspace(0, days[-1], curve_points), days]))
+    at_days = np.searchsorted(curve_days, days)
+    simulator = patient.simulator(_roi_for(run, theta, days[-1]), day=days[-1])
+    voxel = patient.anatomy.voxel_volume
+
+    curves = {region: np.empty((len(theta), len(curve_days))) for region in _REGIONS}
+    scores = {(region, d): np.empty(len(theta)) for region in _REGIONS for d in masks[region]}
+    for i, t in enumerate(tqdm(theta, desc="prediction runs (MAP + samples)", unit="run",
+                               disable=not progress)):
+        density = simulator.density(t[None, :2], curve_days)[0]
+        t1, t2 = density >= t[2], density >= t[3]
+        curves["T1"][i], curves["T2"][i] = t1.sum((1, 2, 3)) * voxel, t2.sum((1, 2, 3)) * voxel
+        for (region, d), score in scores.items():
+            predicted = simulator.to_full_grid((t1 if region == "T1" else t2)[np.searchsorted(curve_days, d)])
+            score[i] = dice(predicted, masks[region][d])
+        if i == 0:  # the MAP: keep its maps
+            map_density = simulator.to_full_grid(density[at_days])
+            map_labels = (map_density >= t[2]).astype(np.uint8) + (map_density >= t[3])
+
+    comparison: dict[float, dict[str, float]] = {}
+    observed_labels: dict[float, np.ndarray] = {}
+    for (region, d), score in scores.items():
+        mask_in, affine = load_mask(observed[region][d], f"observed {region} segmentation (day {d:g})")
+        comparison.setdefault(d, {}).update({
+            f"{region}_observed_mm3": float(mask_in.sum() * abs(np.linalg.det(affine[:3, :3]))),
+            f"{region}_dice_map": float(score[0]), f"{region}_dice_mean": float(score[1:].mean()),
+            f"{region}_dice_std": float(score[1:].std())})
+        observed_labels[d] = observed_labels.get(d, 0) + masks[region][d].astype(np.uint8)
+    return Prediction(
+        days=days, map=theta[0], samples=samples, map_density=map_density, map_labels=map_labels,
+        volumes={r: c[1:, at_days] for r, c in curves.items()},
+        map_volumes={r: c[0, at_days] for r, c in curves.items()}, curve_days=curve_days,
+        curves={r: c[1:] for r, c in curves.items()}, map_curves={r: c[0] for r, c in curves.items()},
+        observed=comparison, observed_labels=observed_labels, seconds=time.perf_counter() - started)
+
+
+def _observed_mask(path: Path, name: str, run: InferenceRun) -> np.ndarray:
+    mask, affine = load_mask(path, name)
+    return to_anatomy_grid(mask, affine, run.patient.anatomy, "mask", name=name)
+
+
+def _roi_for(run: InferenceRun, theta: np.ndarray, last_day: float) -> float:
+    """ROI edge (mm) that also holds the growth after the fitted day.
+
+    The Fisher-Kolmogorov front moves at ``2 sqrt(D rho)`` mm/day in white matter; the fitted
+    ROI is widened by that distance on each side for the fastest simulated parameters.
+    """
+    speed = float(2 * np.sqrt(theta[:, 0] * theta[:, 1]).max())
+    return run.patient.roi_size_mm + 2 * speed * max(0.0, last_day - run.patient.day)
+
+
+def save_prediction(prediction: Prediction, run: InferenceRun | str | Path, out_dir: str | Path,
+                    overwrite: bool = False) -> dict[str, str]:
+    """Write a prediction to ``out_dir`` atomically; returns {description: file name}.
+
+    Files: ``map_density_day<d>.nii.gz`` and ``map_labels_day<d>.nii.gz`` on the grid of the input
+    segmentations, ``volumes.csv`` (per day: volume mean/std over samples, MAP volume, observed
+    volume and Dice), ``prediction.json``, ``volumes.png``, ``slices.png`` and ``report.md``.
+    """
+    from . import plots
+
+    run = load_run(run) if isinstance(run, (str, Path)) else run
+    patient = run.patient
+    rows = prediction.table()
+    files: dict[str, str] = {}
+    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+        for j, day in enumerate(prediction.days):
+            for kind, data in (("density", prediction.map_density[j]), ("labels", prediction.map_labels[j])):
+                name = f"map_{kind}_day{day:g}.nii.gz"
+                save_nifti(tmp / name, _to_input_grid(data, run, kind == "labels"), patient.input_affine,
+                           dtype=np.uint8 if kind == "labels" else np.float32)
+                files[f"MAP {kind}, day {day:g} (input grid)"] = name
+        columns = sorted({k for row in rows for k in row}, key=lambda k: (k != "day", k))
+        lines = [",".join(columns)] + [",".join(_fmt(row.get(c)) for c in columns) for row in rows]
+        (tmp / "volumes.csv").write_text("\n".join(lines) + "\n")
+        (tmp / "prediction.json").write_text(json.dumps({
+            "posterior": str(run.directory), "map": prediction.map.tolist(),
+            "num_samples": len(prediction.samples), "days": rows, "seconds": prediction.seconds,
+            "units": "volumes in mm^3 on the model grid; days after the initial condition"}, indent=2))
+        voxel = patient.anatomy.voxel_volume
+        fitted = (patient.day, patient.t1.sum() * voxel, patient.t2.sum() * voxel)
+        plots.save_figure(plots.volume_plot(prediction, fitted), tmp / "volumes.png")
+        plots.save_figure(plots.slice_figure(patient.anatomy, _slice_panels(prediction, run)),
+                          tmp / "slices.png")
+        files |= {"volumes per day (CSV)": "volumes.csv", "everything as JSON": "prediction.json",
+                  "volume dynamics": "volumes.png", "predicted label maps": "slices.png",
+                  "this report": "report.md"}
+        (tmp / "report.md").write_text(_report(prediction, run, files))
+    return files
+
+
+def _slice_panels(prediction: Prediction, run: InferenceRun) -> list:
+    """MAP label maps per day, with the observed (or fitted) segmentation as contours."""
+    observed = {run.patient.day: run.patient.labels} | prediction.observed_labels
+    return [(f"MAP, day {d:g}" + (" (contours: observed)" if float(d) in observed else ""),
+             prediction.map_labels[j], observed.get(float(d))) for j, d in enumerate(prediction.days)]
+
+
+def _to_input_grid(data: np.ndarray, run: InferenceRun, labels: bool) -> np.ndarray:
+    """An anatomy-grid array resampled onto the input segmentations' grid (nearest for labels)."""
+    patient = run.patient
+    anatomy = patient.anatomy
+    if (tuple(data.shape) == tuple(patient.input_shape)
+            and np.allclose(anatomy.affine, patient.input_affine, atol=1e-3)):
+        return data
+    import nibabel as nib
+    from nilearn.image import resample_img
+
+    out = resample_img(nib.Nifti1Image(data, anatomy.affine), target_affine=patient.input_affine,
+                       target_shape=patient.input_shape, interpolation="nearest" if labels else "linear",
+                       fill_value=0, force_resample=True, copy_header=True)
+    return np.asarray(out.dataobj)
+
+
+def _fmt(value) -> str:
+    return "" if value is None else f"{value:.6g}"
+
+
+def _report(prediction: Prediction, run: InferenceRun, files: dict[str, str]) -> str:
+    lines = ["# sbi-tumor prediction report", "",
+             f"- Posterior: `{run.directory}`; MAP (D, rho, u_T1, u_T2) = "
+             f"({', '.join(f'{v:.3g}' for v in prediction.map)})",
+             f"- {len(prediction.samples)} posterior samples simulated in {prediction.seconds:.0f} s",
+             "- Days after the initial condition; volumes in mL (1 mL = 1000 mm^3)", "",
+             "| day | T1 mean ± std | T2 mean ± std | T1 MAP | T2 MAP | observed T2 | Dice T2 (MAP) |",
+             "|---|---|---|---|---|---|---|"]
+    for row in prediction.table():
+        obs = row.get("T2_observed_mm3")
+        lines.append(
+            f"| {row['day']:g} | {row['T1_mean_mm3'] / 1e3:.2f} ± {row['T1_std_mm3'] / 1e3:.2f} | "
+            f"{row['T2_mean_mm3'] / 1e3:.2f} ± {row['T2_std_mm3'] / 1e3:.2f} | "
+            f"{row['T1_map_mm3'] / 1e3:.2f} | {row['T2_map_mm3'] / 1e3:.2f} | "
+            f"{'' if obs is None else format(obs / 1e3, '.2f')} | "
+            f"{'' if obs is None else format(row['T2_dice_map'], '.3f')} |")
+    lines += ["", "## Files", ""] + [f"- `{name}`: {what}" for what, name in files.items()] + [""]
+    return "\n".join(lines)
