@@ -1,19 +1,24 @@
 """Command-line interface: ``sbi-tumor <command> ...``.
 
-Commands: ``simulate`` (forward model to NIfTI). Run ``sbi-tumor <command> --help``.
+Commands: ``infer`` (posterior from a patient's segmentations), ``predict`` (growth forecast from a
+posterior), ``demo`` (both on a synthetic patient), ``simulate`` (forward model to NIfTI). Run
+``sbi-tumor <command> --help``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .anatomy import Anatomy, AnatomyError, load_mni152, load_nifti_anatomy
+from .prior import PRESETS
 
 __all__ = ["main"]
 
@@ -73,6 +78,158 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inference_config(args: argparse.Namespace):
+    from .inference import InferenceConfig
+
+    return InferenceConfig(method=args.method, num_rounds=args.rounds, num_simulations=args.simulations,
+                           embedding=args.embedding, max_num_epochs=args.max_epochs, seed=args.seed)
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from .workflow import infer_patient
+
+    t0 = time.perf_counter()
+    try:
+        run = infer_patient(args.t1, args.t2, args.day, adc=args.adc, t2_initial=args.t2_initial,
+                            seed_mm=args.seed_mm, anatomy=anatomy_from_args(args), prior=args.prior,
+                            config=_inference_config(args), ratio=args.ratio, out_dir=args.out,
+                            resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"\nInterrupted. The finished simulations are kept; continue with the same command "
+              f"and --resume.", file=sys.stderr)
+        return 130
+    print(_summary_table(run.result))
+    _print_files(args.out, run.files, time.perf_counter() - t0)
+    return 0
+
+
+def _summary_table(result) -> str:
+    from .prior import PARAMETER_NAMES
+
+    q = np.quantile(result.samples.numpy(), [0.05, 0.5, 0.95], axis=0)
+    lines = [f"{'':6s} {'MAP':>9s} {'median':>9s} {'90% interval':>22s}"]
+    lines += [f"{name:6s} {result.map[i]:9.3g} {q[1, i]:9.3g}   [{q[0, i]:8.3g}, {q[2, i]:8.3g}]"
+              for i, name in enumerate(PARAMETER_NAMES)]
+    return "\n".join(lines)
+
+
+def _print_files(directory, files: dict[str, str], seconds: float) -> None:
+    print(f"Wrote to {directory} in {seconds:.0f} s:")
+    for what, name in files.items():
+        print(f"  {name:32s} {what}")
+
+
+def _day_files(pairs: list[str] | None, option: str) -> dict[float, str]:
+    """``["14=a.nii.gz", ...]`` -> ``{14.0: "a.nii.gz"}``."""
+    out = {}
+    for pair in pairs or []:
+        day, sep, path = pair.partition("=")
+        try:
+            out[float(day)] = path
+        except ValueError:
+            sep = ""
+        if not sep or not path:
+            raise ValueError(f"{option} takes DAY=FILE (e.g. 14=t2_day14.nii.gz), got {pair!r}.")
+    return out
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .prediction import predict, save_prediction
+    from .workflow import load_run
+
+    t0 = time.perf_counter()
+    if Path(args.out).exists() and not args.overwrite:
+        raise FileExistsError(f"Output directory {args.out} already exists; choose another one or "
+                              "pass --overwrite.")
+    run = load_run(args.posterior)
+    prediction = predict(run, args.days, num_samples=args.samples,
+                         observed_t2=_day_files(args.t2_observed, "--t2-observed"),
+                         observed_t1=_day_files(args.t1_observed, "--t1-observed"),
+                         seed=args.seed, progress=not args.quiet)
+    files = save_prediction(prediction, run, args.out, overwrite=args.overwrite)
+    print(_volume_table(prediction))
+    _print_files(args.out, files, time.perf_counter() - t0)
+    return 0
+
+
+def _volume_table(prediction) -> str:
+    lines = [f"{'day':>6s} {'T1 [mL]':>15s} {'T2 [mL]':>15s} {'T2 observed':>12s} {'Dice T2':>8s}"]
+    for row in prediction.table():
+        obs = row.get("T2_observed_mm3")
+        lines.append(f"{row['day']:6g} {row['T1_mean_mm3'] / 1e3:7.2f} ± {row['T1_std_mm3'] / 1e3:5.2f} "
+                     f"{row['T2_mean_mm3'] / 1e3:7.2f} ± {row['T2_std_mm3'] / 1e3:5.2f} "
+                     + ("" if obs is None else f"{obs / 1e3:12.2f} {row['T2_dice_map']:8.3f}"))
+    return "\n".join(lines)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .prediction import predict, save_prediction
+    from .workflow import infer_patient, make_synthetic_patient
+
+    out = Path(args.out)
+    if out.exists():
+        if not args.overwrite:
+            raise FileExistsError(f"Output directory {out} already exists; choose another one or pass "
+                                  "--overwrite.")
+        shutil.rmtree(out)
+    progress = not args.quiet
+    timings = {}
+    t0 = time.perf_counter()
+    print("1/3 Making a synthetic patient on the MNI152 atlas (2 mm) ...", flush=True)
+    patient = make_synthetic_patient(out / "inputs")
+    timings["synthetic patient"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    print(f"2/3 Inferring (D, rho, u_T1, u_T2) from the segmentations {patient.day:g} days after the "
+          f"ADC scan: {args.rounds} rounds x {args.simulations} simulations ...", flush=True)
+    command = (f"sbi-tumor infer --t1 {patient.t1} --t2 {patient.t2} --day {patient.day:g} "
+               f"--adc {patient.adc} --t2-initial {patient.t2_initial} --prior paper "
+               f"--rounds {args.rounds} --simulations {args.simulations} --embedding {args.embedding} "
+               f"--max-epochs {args.max_epochs} --out {out / 'posterior'}")
+    print(f"    (the same as: {command})", flush=True)
+    run = infer_patient(patient.t1, patient.t2, patient.day, adc=patient.adc,
+                        t2_initial=patient.t2_initial, prior="paper", config=_inference_config(args),
+                        out_dir=out / "posterior", progress=progress, truth=patient.truth)
+    timings["inference"] = time.perf_counter() - t
+    print(_summary_table(run.result))
+    print(f"    truth: {', '.join(f'{v:g}' for v in patient.truth)}")
+
+    t = time.perf_counter()
+    days = [patient.day, patient.later_day, patient.later_day + 2]
+    print(f"3/3 Predicting days {', '.join(f'{d:g}' for d in days)} with {args.samples} posterior "
+          f"samples; day {patient.later_day:g} is compared with the third scan ...", flush=True)
+    prediction = predict(run, days, num_samples=args.samples, seed=args.seed, progress=progress,
+                         observed_t2={patient.later_day: patient.t2_later},
+                         observed_t1={patient.later_day: patient.t1_later})
+    save_prediction(prediction, run, out / "prediction")
+    timings["prediction"] = time.perf_counter() - t
+    print(_volume_table(prediction))
+
+    print(f"\nDone in {time.perf_counter() - t0:.0f} s "
+          f"({', '.join(f'{k} {v:.0f} s' for k, v in timings.items())}). Outputs:")
+    for name, what in (
+            ("inputs", "synthetic scans (NIfTI) and truth.json"),
+            ("posterior", "samples.csv, map.csv, posterior.pt, pairplot.png, slices.png, report.md"),
+            ("prediction", "MAP density/labels NIfTI, volumes.csv, volumes.png, slices.png, report.md")):
+        print(f"  {out / name}/  {what}")
+    return 0
+
+
+def add_inference_arguments(parser: argparse.ArgumentParser, rounds: int, simulations: int,
+                            embedding: str, max_epochs: int) -> None:
+    group = parser.add_argument_group("inference")
+    group.add_argument("--method", default="NPE_B", choices=["NPE_A", "NPE_B", "NPE_C"],
+                       help="sequential NPE variant (default NPE_B, the paper's)")
+    group.add_argument("--rounds", type=int, default=rounds, help=f"rounds (default {rounds})")
+    group.add_argument("--simulations", type=int, default=simulations,
+                       help=f"simulations per round (default {simulations})")
+    group.add_argument("--embedding", default=embedding, choices=["cnn", "mlp"],
+                       help=f"embedding net of the label maps (default {embedding})")
+    group.add_argument("--max-epochs", type=int, default=max_epochs,
+                       help=f"most training epochs per round (default {max_epochs})")
+    group.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sbi-tumor", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,12 +249,74 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_anatomy_arguments(p)
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser(
+        "infer", help="posterior over (D, rho, u_T1, u_T2) from a patient's segmentations",
+        description="Fit the tumour model to T1-gadolinium and T2/FLAIR segmentations. The initial "
+                    "condition is a seed point (--seed-mm; DAY = days since the seed) or the ADC map of "
+                    "a first scan (--adc; DAY = days from that scan to the segmentations), with cell "
+                    "density inversely proportional to ADC inside that scan's T2 segmentation "
+                    "(--t2-initial). Writes posterior samples, MAP, the posterior, plots and a report.")
+    p.add_argument("--t1", required=True, help="binary T1-gadolinium (core) segmentation, NIfTI")
+    p.add_argument("--t2", required=True, help="binary T2/FLAIR segmentation, NIfTI")
+    p.add_argument("--day", type=float, required=True, help="days from the initial condition to --t1/--t2")
+    initial = p.add_mutually_exclusive_group(required=True)
+    initial.add_argument("--adc", help="ADC map of the first scan (the initial condition)")
+    initial.add_argument("--seed-mm", type=float, nargs=3, metavar=("X", "Y", "Z"),
+                         help="seed point of the tumour in world (scanner/MNI) mm")
+    p.add_argument("--t2-initial", help="T2 segmentation of the ADC scan (where ADC gives the density; "
+                                        "default --t2)")
+    p.add_argument("--prior", default="human", choices=sorted(PRESETS),
+                   help="prior box: human glioma ranges (default) or the paper's synthetic ranges")
+    p.add_argument("--out", required=True, help="output directory (written complete or not at all)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run (its simulations are in OUT.partial)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_anatomy_arguments(p)
+    add_inference_arguments(p, rounds=4, simulations=250, embedding="cnn", max_epochs=200)
+    p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser(
+        "predict", help="forecast growth from a posterior: MAP maps, volumes with uncertainty, Dice",
+        description="Simulate the MAP and posterior samples of an infer run forward. Days count from "
+                    "the initial condition, as in infer.")
+    p.add_argument("--posterior", required=True, help="output directory of sbi-tumor infer")
+    p.add_argument("--days", type=float, nargs="+", required=True, help="days to predict")
+    p.add_argument("--samples", type=int, default=100, help="posterior samples to simulate (default 100)")
+    p.add_argument("--t2-observed", nargs="+", metavar="DAY=FILE",
+                   help="later T2 segmentations to compare with (volume and Dice)")
+    p.add_argument("--t1-observed", nargs="+", metavar="DAY=FILE",
+                   help="later T1 segmentations to compare with")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the posterior samples")
+    p.add_argument("--out", required=True, help="output directory (written complete or not at all)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "demo", help="make a synthetic patient, then infer and predict (a few minutes)",
+        description="Grow a tumour with known parameters on the MNI152 atlas, write its scans (ADC-like "
+                    "map and segmentations at three time points) as NIfTI, infer the parameters from "
+                    "the second scan and predict the third.")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--samples", type=int, default=50, help="posterior samples to predict with (default 50)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_inference_arguments(p, rounds=3, simulations=200, embedding="mlp", max_epochs=60)
+    p.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        # Warnings here are notes for the user (e.g. "resampled"), not for a developer.
+        print(f"sbi-tumor {args.command}: warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
     try:
         return args.func(args)
     except (ValueError, FileExistsError, FileNotFoundError) as err:
