@@ -451,7 +451,7 @@ def load_run(directory: str | Path) -> InferenceRun:
         raise InputError(f"Cannot read the posterior in {directory} ({err}); the directory is "
                          "damaged, incomplete or from another sbi-tumor version: re-run infer.") from err
     return InferenceRun(posterior=blob["posterior"], result=blob["result"], patient=patient,
-                        directory=directory, prior_bounds=manifest.get("prior_bounds"),
+                        directory=directory, prior_bounds=tuple(manifest.get("prior_bounds") or ()) or None,
                         truth=manifest.get("truth"), files=manifest.get("files", {}))
 
 
