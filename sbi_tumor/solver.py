@@ -268,7 +268,7 @@ class FKSolver:
         cfg = self.config
         u = np.ascontiguousarray(np.pad(np.where(self.anatomy.tissue, u0, 0), 1), dtype=np.float32)
         out = u.copy()
-        box = _initial_box(u, cfg.active_tol) + np.array([1, -1] * 3)  # grown again per step
+        box = _initial_box(u, cfg.active_tol)
         result = np.empty((len(times),) + self.anatomy.shape, dtype=np.float32)
         counts = self.n_steps(d_white, rho, times)
         bar = _progress(sum(counts), progress)
