@@ -1,0 +1,139 @@
+"""The command line: infer -> predict, error messages and exit codes, Ctrl-C and --resume, demo."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sbi_tumor.cli import main
+from sbi_tumor.io import SimulationStore, save_nifti
+from sbi_tumor.workflow import load_run, make_synthetic_patient
+from tiny_patient import SCAN_DAYS, tiny_anatomy, write_anatomy
+
+FAST = ["--rounds", "1", "--simulations", "30", "--embedding", "mlp", "--max-epochs", "3", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def case(mni2, tmp_path_factory):
+    """(synthetic patient, the infer arguments of it but --out)."""
+    root = tmp_path_factory.mktemp("cli")
+    anatomy = tiny_anatomy(mni2)
+    patient = make_synthetic_patient(root / "inputs", anatomy=anatomy, scan_days=SCAN_DAYS)
+    args = ["infer", "--t1", str(patient.t1), "--t2", str(patient.t2), "--day", f"{patient.day:g}",
+            "--adc", str(patient.adc), "--t2-initial", str(patient.t2_initial), "--prior", "paper",
+            *write_anatomy(anatomy, root), *FAST]
+    return patient, args
+
+
+@pytest.fixture(scope="module")
+def fitted(case, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fit") / "posterior"
+    assert main(case[1] + ["--out", str(out)]) == 0
+    return out
+
+
+def test_infer_then_predict(case, fitted, tmp_path, capsys):
+    patient, _ = case
+    assert load_run(fitted).result.samples.shape[1] == 4
+    out = tmp_path / "prediction"
+    code = main(["predict", "--posterior", str(fitted), "--days", "2", "4", "--samples", "3", "--quiet",
+                 "--t2-observed", f"{patient.later_day:g}={patient.t2_later}", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert f"Wrote to {out}" in printed and "Dice T2" in printed
+    for name in ("volumes.csv", "volumes.png", "slices.png", "report.md", "prediction.json",
+                 "map_labels_day4.nii.gz", "map_density_day2.nii.gz"):
+        assert (out / name).is_file()
+
+
+def write_bad(case, tmp_path, what):
+    patient, args = case
+    args = list(args)
+    if what == "missing":
+        args[args.index("--t2") + 1] = str(tmp_path / "missing.nii.gz")
+    elif what == "not binary":
+        path = save_nifti(tmp_path / "t1.nii.gz", np.full((4, 4, 4), 0.5, np.float32), np.eye(4))
+        args[args.index("--t1") + 1] = str(path)
+    elif what == "day":
+        args[args.index("--day") + 1] = "-1"
+    elif what == "seed":
+        i = args.index("--adc")
+        args[i:i + 4] = ["--seed-mm", "500", "0", "0"]
+    return args
+
+
+@pytest.mark.parametrize("what, message", [
+    ("missing", "file not found"),
+    ("not binary", "is not binary"),
+    ("day", "before the initial condition"),
+    ("seed", "outside the image"),
+])
+def test_input_errors_exit_2_with_a_message_and_no_output(case, tmp_path, capsys, what, message):
+    out = tmp_path / "posterior"
+    assert main(write_bad(case, tmp_path, what) + ["--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sbi-tumor infer: error:") and message in err
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
+def test_predict_errors(fitted, tmp_path, capsys):
+    assert main(["predict", "--posterior", str(tmp_path), "--days", "3", "--out", str(tmp_path / "p")]) == 2
+    assert "not a posterior directory" in capsys.readouterr().err
+    assert main(["predict", "--posterior", str(fitted), "--days", "3", "--out", str(tmp_path / "p"),
+                 "--t2-observed", "three=x.nii.gz"]) == 2
+    assert "DAY=FILE" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
+
+
+def completed(store_path: Path) -> int:
+    """Finished simulations of round 1 in a store another process is writing (0 while it is set up)."""
+    try:
+        return SimulationStore.open(store_path, mode="r").completed(0)
+    except (ValueError, KeyError, FileNotFoundError):
+        return 0
+
+
+def test_ctrl_c_then_resume_gives_the_uninterrupted_result(case, fitted, tmp_path):
+    out = tmp_path / "posterior"
+    store_path = tmp_path / "posterior.partial" / "simulations.zarr"
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "sbi_tumor.cli", *case[1], "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if completed(store_path) > 0:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "--resume" in err
+    assert not out.exists()
+    assert completed(store_path) > 0
+
+    assert main(case[1] + ["--out", str(out), "--resume"]) == 0
+    resumed = np.loadtxt(out / "samples.csv", delimiter=",", skiprows=1)
+    np.testing.assert_array_equal(resumed, np.loadtxt(fitted / "samples.csv", delimiter=",", skiprows=1))
+    assert not store_path.parent.exists()
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--rounds", "1", "--simulations", "10", "--max-epochs", "2",
+                 "--samples", "2", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "Done in" in printed and str(out / "posterior") in printed
+    for name in ("inputs/scan1_adc.nii.gz", "inputs/truth.json", "posterior/pairplot.png",
+                 "posterior/samples.csv", "prediction/volumes.png", "prediction/volumes.csv"):
+        assert (out / name).is_file(), name
