@@ -26,10 +26,9 @@ import platform
 import sys
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -282,37 +281,13 @@ def run_npe(problem: MatchedProblem, budget: int, config: BenchmarkConfig, seed:
         embedding=config.embedding, embedding_kwargs=embedding_kwargs,
         max_num_epochs=config.max_num_epochs, stop_after_epochs=config.stop_after_epochs,
         num_posterior_samples=config.num_posterior_samples, seed=seed)
-    with _map_at_default_x():
-        _, result = run_sequential_npe(problem.npe_simulator(seed), problem.prior, problem.x_o, npe_config,
-                                       progress=False)
+    _, result = run_sequential_npe(problem.npe_simulator(seed), problem.prior, problem.x_o, npe_config,
+                                   progress=False)
     return {"samples": result.samples.double().numpy(), "map": result.map.double().numpy(),
             "num_simulations": result.num_simulations, "wall_time_s": result.wall_time,
             "extra": {"rounds": config.npe_rounds, "embedding": config.embedding,
                       "simulation_time_s": result.simulation_time, "training_time_s": result.training_time,
                       "epochs_per_round": [t.get("epochs_trained") for t in result.training]}}
-
-
-@contextmanager
-def _map_at_default_x() -> Iterator[None]:
-    """Let ``DirectPosterior.map(x=x_o)`` run where ``x_o`` is already the default x.
-
-    sbi 0.27 raises on any ``x`` passed to ``map``, and ``run_sequential_npe`` passes it (after
-    setting it as the default). Remove this shim once ``run_sequential_npe`` calls ``map()``.
-    """
-    from sbi.inference.posteriors.direct_posterior import DirectPosterior
-
-    original = DirectPosterior.map
-
-    def map_(self, x=None, **kwargs):
-        if x is not None and not torch.equal(torch.as_tensor(x).reshape(self.default_x.shape), self.default_x):
-            raise ValueError("map(x=...) with an x other than the default x.")
-        return original(self, **kwargs)
-
-    DirectPosterior.map = map_
-    try:
-        yield
-    finally:
-        DirectPosterior.map = original
 
 
 def run_npe_vs_mcmc(config: BenchmarkConfig, log=print) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
