@@ -82,7 +82,8 @@ def _inference_config(args: argparse.Namespace):
     from .inference import InferenceConfig
 
     return InferenceConfig(method=args.method, num_rounds=args.rounds, num_simulations=args.simulations,
-                           embedding=args.embedding, max_num_epochs=args.max_epochs, seed=args.seed)
+                           embedding=args.embedding, max_num_epochs=args.max_epochs, seed=args.seed,
+                           embedding_kwargs={"hidden": args.mlp_hidden} if args.embedding == "mlp" else {})
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
@@ -185,7 +186,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     command = (f"sbi-tumor infer --t1 {patient.t1} --t2 {patient.t2} --day {patient.day:g} "
                f"--adc {patient.adc} --t2-initial {patient.t2_initial} --prior paper "
                f"--rounds {args.rounds} --simulations {args.simulations} --embedding {args.embedding} "
-               f"--max-epochs {args.max_epochs} --out {out / 'posterior'}")
+               f"--mlp-hidden {args.mlp_hidden} --max-epochs {args.max_epochs} --out {out / 'posterior'}")
     print(f"    (the same as: {command})", flush=True)
     run = infer_patient(patient.t1, patient.t2, patient.day, adc=patient.adc,
                         t2_initial=patient.t2_initial, prior="paper", config=_inference_config(args),
@@ -216,7 +217,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def add_inference_arguments(parser: argparse.ArgumentParser, rounds: int, simulations: int,
-                            embedding: str, max_epochs: int) -> None:
+                            embedding: str, max_epochs: int, mlp_hidden: int = 100) -> None:
     group = parser.add_argument_group("inference")
     group.add_argument("--method", default="NPE_B", choices=["NPE_A", "NPE_B", "NPE_C"],
                        help="sequential NPE variant (default NPE_B, the paper's)")
@@ -225,6 +226,8 @@ def add_inference_arguments(parser: argparse.ArgumentParser, rounds: int, simula
                        help=f"simulations per round (default {simulations})")
     group.add_argument("--embedding", default=embedding, choices=["cnn", "mlp"],
                        help=f"embedding net of the label maps (default {embedding})")
+    group.add_argument("--mlp-hidden", type=int, default=mlp_hidden,
+                       help=f"tanh units of the mlp embedding (default {mlp_hidden}; the paper's: 100)")
     group.add_argument("--max-epochs", type=int, default=max_epochs,
                        help=f"most training epochs per round (default {max_epochs})")
     group.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -303,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=50, help="posterior samples to predict with (default 50)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_inference_arguments(p, rounds=3, simulations=200, embedding="mlp", max_epochs=60)
+    # Training dominates on a CPU: a narrow embedding and few epochs keep the demo to minutes.
+    add_inference_arguments(p, rounds=3, simulations=200, embedding="mlp", max_epochs=30, mlp_hidden=32)
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -316,9 +320,10 @@ def main(argv: list[str] | None = None) -> int:
         # Warnings here are notes for the user (e.g. "resampled"), not for a developer.
         print(f"sbi-tumor {args.command}: warning: {message}", file=sys.stderr)
 
-    warnings.showwarning = show
     try:
-        return args.func(args)
+        with warnings.catch_warnings():  # restores showwarning for Python callers of main()
+            warnings.showwarning = show
+            return args.func(args)
     except (ValueError, FileExistsError, FileNotFoundError) as err:
         # Input errors (AnatomyError, InputError, ...) are the user's to fix: no traceback.
         print(f"sbi-tumor {args.command}: error: {err}", file=sys.stderr)

@@ -183,7 +183,7 @@ def save_prediction(prediction: Prediction, run: InferenceRun | str | Path, out_
                 save_nifti(tmp / name, _to_input_grid(data, run, kind == "labels"), patient.input_affine,
                            dtype=np.uint8 if kind == "labels" else np.float32)
                 files[f"MAP {kind}, day {day:g} (input grid)"] = name
-        columns = sorted({k for row in rows for k in row}, key=lambda k: (k != "day", k))
+        columns = list(dict.fromkeys(k for row in rows for k in row))  # first-seen order
         lines = [",".join(columns)] + [",".join(_fmt(row.get(c)) for c in columns) for row in rows]
         (tmp / "volumes.csv").write_text("\n".join(lines) + "\n")
         (tmp / "prediction.json").write_text(json.dumps({

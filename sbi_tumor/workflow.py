@@ -399,8 +399,9 @@ def _report(run: InferenceRun, prior_name: str, seconds: float, files: dict[str,
         f"- Fitted segmentations: day {patient.day:g} after the initial condition; "
         f"T2 volume {patient.t2.sum() * patient.anatomy.voxel_volume / 1000:.1f} mL, "
         f"T1 core {patient.t1.sum() * patient.anatomy.voxel_volume / 1000:.1f} mL",
-        f"- Model grid: {patient.anatomy.spacing[0]:g} mm, ROI edge {patient.roi_size_mm:g} mm",
-        f"- Prior: {prior_name}, box {run.prior_bounds}",
+        f"- Model grid: {patient.anatomy.spacing[0]:g} mm, ROI edge {patient.roi_size_mm:.0f} mm",
+        f"- Prior: {prior_name}, " + ", ".join(
+            f"{n} in [{lo:.3g}, {hi:.3g}]" for n, lo, hi in zip(PARAMETER_NAMES, *run.prior_bounds)),
         f"- Method: {result.method}, {len(result.training)} rounds, {result.num_simulations} simulations "
         f"(embedding {result.config['embedding']}, seed {result.config['seed']})",
         f"- Time: {seconds:.0f} s ({result.simulation_time:.0f} s simulating, "
