@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
@@ -21,6 +21,7 @@ import torch
 from torch.distributions import Distribution
 
 from .embedding import make_embedding
+from . import parallel
 
 __all__ = ["InferenceConfig", "InferenceResult", "run_sequential_npe", "simulate_round"]
 
@@ -41,7 +42,12 @@ class InferenceConfig:
         embedding_kwargs: extra arguments for the embedding net.
         max_num_epochs, stop_after_epochs, training_batch_size, learning_rate: passed to ``train``.
         num_posterior_samples: samples drawn from the final posterior for the result.
-        simulation_batch_size: parameter sets per simulator call.
+        simulation_batch_size: parameter sets per simulator call (and per task on workers).
+        num_workers: local worker processes for the simulations; 1 (the default, fastest on the
+            2-core machine we measured: ``benchmarks/parallel.py``) simulates in this process,
+            where the numba solver uses every core.
+        client: a ``dask.distributed.Client`` or a scheduler address (``"tcp://HOST:PORT"``):
+            each round's simulations run on that cluster. Recorded by its address.
         seed: seed of torch and numpy for the whole run (reproducible on the CPU).
     """
 
@@ -58,6 +64,8 @@ class InferenceConfig:
     learning_rate: float = 5e-4
     num_posterior_samples: int = 2000
     simulation_batch_size: int = 10
+    num_workers: int = 1
+    client: Any = None
     seed: int | None = 0
 
     def __post_init__(self) -> None:
@@ -65,6 +73,13 @@ class InferenceConfig:
             raise ValueError(f"method must be NPE_A, NPE_B or NPE_C, got {self.method!r}.")
         if self.num_rounds < 1 or self.num_simulations < 2:
             raise ValueError("Need num_rounds >= 1 and num_simulations >= 2.")
+        if self.num_workers < 1:
+            raise ValueError(f"num_workers must be >= 1, got {self.num_workers}.")
+
+    def to_dict(self) -> dict:
+        """The settings as plain data: a ``Client`` is recorded by its scheduler address."""
+        client = getattr(getattr(self.client, "scheduler", None), "address", self.client)
+        return asdict(replace(self, client=None)) | {"client": client}
 
 
 @dataclass
@@ -107,24 +122,15 @@ class InferenceResult:
 
 def simulate_round(simulator: Callable, theta: torch.Tensor, batch_size: int = 10,
                    progress: bool = True, desc: str = "simulations",
-                   on_batch: Callable[[int, torch.Tensor, np.ndarray], None] | None = None) -> np.ndarray:
+                   on_batch: Callable[[int, torch.Tensor, np.ndarray], None] | None = None, *,
+                   num_workers: int = 1, client: Any = None) -> np.ndarray:
     """Run the simulator over ``theta`` in batches; label maps kept as uint8 ``(N, 1, nx, ny, nz)``.
 
     ``on_batch(start, theta_batch, x_batch)`` is called as each batch finishes (e.g. to store it).
+    Locally or on a Dask cluster, with retries: see :func:`sbi_tumor.parallel.simulate`.
     """
-    from tqdm.auto import tqdm
-
-    xs = []
-    with tqdm(total=len(theta), desc=desc, unit="sim", disable=not progress) as bar:
-        for start in range(0, len(theta), batch_size):
-            batch = theta[start:start + batch_size]
-            x = simulator(batch)
-            x = (x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)).astype(np.uint8)
-            if on_batch is not None:
-                on_batch(start, batch, x)
-            xs.append(x)
-            bar.update(len(batch))
-    return np.concatenate(xs)
+    return parallel.simulate(simulator, theta, batch_size=batch_size, num_workers=num_workers,
+                             client=client, progress=progress, desc=desc, on_batch=on_batch)
 
 
 class CurveTracker:
@@ -195,7 +201,8 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
     if simulate is None:
         def simulate(r: int, theta: torch.Tensor) -> np.ndarray:
             return simulate_round(simulator, theta, config.simulation_batch_size, progress,
-                                  desc=f"round {r + 1}/{config.num_rounds} simulations")
+                                  desc=f"round {r + 1}/{config.num_rounds} simulations",
+                                  num_workers=config.num_workers, client=config.client)
 
     trainer = _trainer(prior, x_o, config, progress)
     proposal: Any = prior
@@ -239,7 +246,7 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
     result = InferenceResult(
         method=config.method, samples=samples, map=map_.reshape(-1), theta_per_round=thetas,
         training=training, wall_time=time.perf_counter() - start, simulation_time=t_sim,
-        training_time=t_train, num_simulations=sum(len(t) for t in thetas), config=asdict(config))
+        training_time=t_train, num_simulations=sum(len(t) for t in thetas), config=config.to_dict())
     return posterior, result
 
 
