@@ -207,8 +207,8 @@ def test_posterior_from_an_incompatible_version_is_refused(fitted, tmp_path, cha
 
 
 # -- nothing lost -----------------------------------------------------------------------------
-class Interrupt(Exception):
-    pass
+class Interrupt(BaseException):
+    """Like Ctrl-C: not an ``Exception``, so it is not retried as a failed batch would be."""
 
 
 def interrupt_after(monkeypatch, calls: int) -> None:
