@@ -62,12 +62,8 @@ _LOCK = threading.Lock()
 
 
 def run_batch(simulator: Callable, theta: np.ndarray) -> np.ndarray:
-    """Simulate one batch, uint8 ``(B, 1, nx, ny, nz)``; ``theta`` float ``(B, 4)``."""
-    from .simulator import TumorSimulator
-
+    """Simulate one batch, uint8 ``(B, 1, nx, ny, nz)``; ``theta`` ``(B, 4)``."""
     with _LOCK:
-        if isinstance(simulator, TumorSimulator):  # straight to uint8, no float32 copy
-            return simulator.labels(theta, [simulator.day])
         x = simulator(torch.from_numpy(theta))
     return (x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)).astype(np.uint8)
 
