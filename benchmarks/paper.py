@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -86,13 +87,20 @@ def main(argv=None) -> dict:
     parser.add_argument("--embedding", default="mlp", choices=["mlp", "cnn"])
     parser.add_argument("--roi-mm", type=float, default=64.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="numba and torch threads (1: fastest for a small ROI on a busy machine)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    import numba
+
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     simulator = TumorSimulator(load_mni152(2.0), seed_mm=SEED_MM, day=PRESETS["paper"].day,
                                roi_size_mm=args.roi_mm)
-    results = {"benchmark": "paper", "anatomy": "MNI152 2 mm", "seed_mm": SEED_MM,
+    results = {"benchmark": "paper", "anatomy": "MNI152 2 mm", "seed_mm": SEED_MM, "threads": args.threads,
+               "command": "python benchmarks/paper.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                "roi_shape": list(simulator.roi.shape), "observation_day": PRESETS["paper"].day,
                "validation_day": PRESETS["paper"].validation_day, "runs": []}
     for t in args.truths:

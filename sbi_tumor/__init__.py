@@ -20,9 +20,13 @@ from .inference import InferenceConfig, InferenceResult, load_posterior, run_seq
 from .io import InputError, SimulationStore
 from .likelihood import BernoulliLikelihood
 from .observation import label_map, masks_to_labels
+from .parallel import SimulationError, simulate
+from .prediction import Prediction, dice, predict, save_prediction
 from .prior import PARAMETER_NAMES, PRESETS, LogUniformBox, make_prior
 from .simulator import InitialCondition, TumorSimulator
 from .solver import FKSolver, SolverConfig, seed_density
+from .torch_solver import TorchFKSolver
+from .workflow import InferenceRun, Patient, infer_patient, load_patient, load_run, make_synthetic_patient
 
 __version__ = "0.1.0"
 
@@ -34,25 +38,38 @@ __all__ = [
     "InferenceConfig",
     "InferenceResult",
     "InitialCondition",
+    "InferenceRun",
     "InputError",
     "LabelMapCNN3d",
     "LogUniformBox",
     "PARAMETER_NAMES",
     "PRESETS",
     "PaperMLPEmbedding",
+    "Patient",
+    "Prediction",
+    "SimulationError",
     "SimulationStore",
     "SolverConfig",
     "TMCMCResult",
+    "TorchFKSolver",
     "TumorSimulator",
+    "dice",
+    "infer_patient",
     "label_map",
     "load_mni152",
     "load_nifti_anatomy",
+    "load_patient",
     "load_posterior",
+    "load_run",
+    "make_synthetic_patient",
     "make_embedding",
     "make_prior",
     "masks_to_labels",
+    "predict",
     "run_sequential_npe",
+    "save_prediction",
     "save_result",
     "seed_density",
+    "simulate",
     "tmcmc",
 ]

@@ -37,6 +37,7 @@ from .anatomy import load_mni152
 from .baselines import tmcmc
 from .likelihood import BernoulliLikelihood
 from .observation import label_map
+from .prediction import dice
 from .prior import PARAMETER_LABELS, PARAMETER_NAMES, PRESETS, make_prior
 from .simulator import TumorSimulator
 
@@ -212,12 +213,6 @@ class MatchedProblem:
             for name, level in (("T1", 2), ("T2", 1)):
                 out[f"{name}_day{day:g}"] = dice(labels[i] >= level, self.truth_labels[i] >= level)
         return out
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice overlap of two boolean masks (1 when both are empty)."""
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
 def derived(theta: np.ndarray) -> dict[str, np.ndarray]:

@@ -83,7 +83,8 @@ def _inference_config(args: argparse.Namespace):
 
     return InferenceConfig(method=args.method, num_rounds=args.rounds, num_simulations=args.simulations,
                            embedding=args.embedding, max_num_epochs=args.max_epochs, seed=args.seed,
-                           embedding_kwargs={"hidden": args.mlp_hidden} if args.embedding == "mlp" else {})
+                           embedding_kwargs={"hidden": args.mlp_hidden} if args.embedding == "mlp" else {},
+                           num_workers=args.workers, client=args.scheduler)
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
@@ -231,6 +232,11 @@ def add_inference_arguments(parser: argparse.ArgumentParser, rounds: int, simula
     group.add_argument("--max-epochs", type=int, default=max_epochs,
                        help=f"most training epochs per round (default {max_epochs})")
     group.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    group.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                       help="run each round's simulations on this Dask cluster")
+    group.add_argument("--workers", type=int, default=1,
+                       help="local simulation processes (default 1: the numba kernel already uses "
+                            "all cores, which measured faster than processes on 2 cores)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -309,6 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     # Training dominates on a CPU: a narrow embedding and few epochs keep the demo to minutes.
     add_inference_arguments(p, rounds=3, simulations=200, embedding="mlp", max_epochs=30, mlp_hidden=32)
     p.set_defaults(func=cmd_demo)
+
+    from .benchmark import add_benchmark_parser
+
+    add_benchmark_parser(sub)
     return parser
 
 

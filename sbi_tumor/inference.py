@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
@@ -219,8 +220,12 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
         t_sim += time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        trainer.append_simulations(theta, x, proposal=proposal)
         try:
+            with warnings.catch_warnings():
+                # Label maps have many constant voxels, and sbi lists every one of them; x is not
+                # z-scored here (z_score_x="none"), so the warning does not apply.
+                warnings.filterwarnings("ignore", message="Data has constant values")
+                trainer.append_simulations(theta, x, proposal=proposal)
             trainer.train(max_num_epochs=config.max_num_epochs, stop_after_epochs=config.stop_after_epochs,
                           training_batch_size=min(config.training_batch_size, len(theta)),
                           learning_rate=config.learning_rate)
@@ -236,9 +241,7 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
             raise
         t_train += time.perf_counter() - t0
         thetas.append(theta)
-        summary = {k: (list(map(float, v)) if isinstance(v, (list, tuple)) else v)
-                   for k, v in trainer._summary.items()}
-        training.append({"round": r + 1, **summary})
+        training.append(_round_summary(trainer._summary, r + 1, training))
 
     samples = posterior.sample((config.num_posterior_samples,), x=x_o, show_progress_bars=False)
     posterior.set_default_x(x_o)  # sbi 0.27's map() no longer takes x
@@ -248,6 +251,16 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
         training=training, wall_time=time.perf_counter() - start, simulation_time=t_sim,
         training_time=t_train, num_simulations=sum(len(t) for t in thetas), config=config.to_dict())
     return posterior, result
+
+
+def _round_summary(summary: dict, round_: int, previous: list[dict]) -> dict:
+    """This round's part of sbi's cumulative training summary (lists grow over rounds)."""
+    seen = {k: sum(len(p.get(k, ())) for p in previous) for k in ("training_loss", "validation_loss")}
+    out: dict[str, Any] = {"round": round_}
+    for key, values in summary.items():
+        values = [float(v) for v in values]
+        out[key] = values[seen[key]:] if key in seen else (values[-1] if values else None)
+    return out
 
 
 def save_result(directory: str | Path, posterior, result: InferenceResult) -> None:

@@ -378,7 +378,7 @@ def atomic_output_dir(path: str | Path, overwrite: bool = False) -> Iterator[Pat
 
 
 # -- simulation store -----------------------------------------------------------------------
-def _package_version() -> str:
+def package_version() -> str:
     try:
         return metadata.version("sbi-tumor")
     except metadata.PackageNotFoundError:  # running from a source tree that is not installed
@@ -429,7 +429,7 @@ class SimulationStore:
             raise StoreError(f"config must be JSON-serialisable (plain numbers, strings, lists, "
                              f"dicts): {err}") from err
         attributes = {"format": cls.FORMAT, "format_version": cls.FORMAT_VERSION,
-                      "package_version": _package_version(), "config": config,
+                      "package_version": package_version(), "config": config,
                       "grid_shape": grid_shape, "theta_dim": int(theta_dim)}
         group = zarr.open_group(str(path), mode="w", zarr_format=3, attributes=attributes)
         return cls(group, path)
@@ -451,7 +451,7 @@ class SimulationStore:
         if found != cls.FORMAT_VERSION:
             raise StoreError(
                 f"Simulation store {path} has format version {found} (written by sbi-tumor "
-                f"{attrs.get('package_version')}), but this sbi-tumor ({_package_version()}) reads "
+                f"{attrs.get('package_version')}), but this sbi-tumor ({package_version()}) reads "
                 f"format version {cls.FORMAT_VERSION}; re-run the simulations into a new store or "
                 "use the sbi-tumor version that wrote it."
             )

@@ -34,7 +34,7 @@ import pickle
 import shutil
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -45,7 +45,7 @@ from torch.distributions import Distribution
 from .anatomy import Anatomy, load_mni152
 from .inference import InferenceConfig, InferenceResult, run_sequential_npe, save_result, simulate_round
 from .io import (InputError, SimulationStore, StoreError, adc_to_density, atomic_output_dir, check_day,
-                 load_adc, load_mask, load_segmentations, save_nifti, to_anatomy_grid, _package_version)
+                 load_adc, load_mask, load_segmentations, package_version, save_nifti, to_anatomy_grid)
 from .observation import label_map, masks_to_labels
 from .prior import PARAMETER_LABELS, PARAMETER_NAMES, PRESETS, make_prior
 from .simulator import InitialCondition, TumorSimulator
@@ -270,15 +270,13 @@ def infer_patient(t1: str | Path, t2: str | Path, day: float, *, out_dir: str | 
                    f"{simulator.roi.spacing[0]:g} mm around the tumour; fitting day {patient.day:g}.")
 
     settings = {"patient": patient.fingerprint(), "prior": prior_name, "prior_bounds": bounds,
-                "inference": asdict(config)}
+                # where simulations run does not change the result: a run may resume elsewhere
+                "inference": {k: v for k, v in config.to_dict().items() if k not in ("client", "num_workers")}}
     store = _open_store(work / "simulations.zarr", simulator.roi.shape, settings, resume, progress)
     started = time.perf_counter()
-    with warnings.catch_warnings():
-        # Label maps have many constant voxels; sbi lists every one of them (we do not z-score x).
-        warnings.filterwarnings("ignore", message="Data has constant values")
-        posterior, result = run_sequential_npe(
-            simulator, prior, x_o, config, progress=progress,
-            simulate=_stored_simulate(store, simulator, config, progress))
+    posterior, result = run_sequential_npe(
+        simulator, prior, x_o, config, progress=progress,
+        simulate=_stored_simulate(store, simulator, config, progress))
     run = InferenceRun(posterior=posterior, result=result, patient=patient, directory=out,
                        prior_bounds=bounds, truth=None if truth is None else [float(v) for v in truth])
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
@@ -349,6 +347,7 @@ def _stored_simulate(store: SimulationStore, simulator: TumorSimulator, config: 
             desc = f"round {r + 1}/{config.num_rounds} simulations"
             simulate_round(simulator, theta[pending], config.simulation_batch_size, progress,
                            desc=desc + (f" ({done.size} stored)" if done.size else ""),
+                           num_workers=config.num_workers, client=config.client,
                            on_batch=lambda start, tb, xb: store.write(
                                r, pending[start:start + len(tb)], tb, xb[:, 0]))
         _, x = store.load(r)
@@ -381,7 +380,7 @@ def _write_run(directory: Path, run: InferenceRun, prior_name: str, seconds: flo
              "this report": "report.md"}
     (directory / "report.md").write_text(_report(run, prior_name, seconds, files))
     manifest = {"format": _POSTERIOR_FORMAT, "format_version": POSTERIOR_FORMAT_VERSION,
-                "package_version": _package_version(), "prior": prior_name,
+                "package_version": package_version(), "prior": prior_name,
                 "prior_bounds": run.prior_bounds, "truth": run.truth, "files": files}
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return files
@@ -441,7 +440,7 @@ def load_run(directory: str | Path) -> InferenceRun:
     if manifest.get("format") != _POSTERIOR_FORMAT or found != POSTERIOR_FORMAT_VERSION:
         raise InputError(
             f"The posterior in {directory} has format version {found} (written by sbi-tumor "
-            f"{manifest.get('package_version')}), but this sbi-tumor ({_package_version()}) reads "
+            f"{manifest.get('package_version')}), but this sbi-tumor ({package_version()}) reads "
             f"version {POSTERIOR_FORMAT_VERSION}; re-run infer with this version, or use the one "
             "that wrote it.")
     try:

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from sbi_tumor import benchmark
-from sbi_tumor.benchmark import BenchmarkConfig, dice, encode_masks, markdown_table, posterior_metrics
+from sbi_tumor.benchmark import BenchmarkConfig, encode_masks, markdown_table, posterior_metrics
+from sbi_tumor.prediction import dice
 
 
 def test_mask_code_is_lossless():
