@@ -73,3 +73,14 @@ def test_roi_border_warning():
     sim = TumorSimulator(anatomy, seed_mm=(10, 10, 10), day=20.0, roi_size_mm=8.0)
     with pytest.warns(UserWarning, match="border"):
         sim(torch.tensor([[2.0, 1.0, 0.7, 0.25]]))
+
+
+def test_works_with_sbi_simulate_for_sbi_in_worker_processes(sim):
+    from sbi.inference import simulate_for_sbi
+    from sbi.utils import BoxUniform
+
+    prior = BoxUniform(torch.tensor([0.3, 0.3, 0.6, 0.1]), torch.tensor([1.0, 1.0, 0.8, 0.3]))
+    theta, x = simulate_for_sbi(sim, prior, num_simulations=6, num_workers=2, seed=3,
+                                simulation_batch_size=3, show_progress_bar=False)
+    assert x.shape == (6,) + sim.x_shape
+    assert torch.equal(x, sim(theta))  # the worker processes computed the same maps
