@@ -19,7 +19,6 @@ the batch's densities from numba's.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -32,6 +31,7 @@ import torch
 from sbi_tumor.anatomy import Anatomy, load_mni152
 from sbi_tumor.solver import FKSolver, seed_density
 from sbi_tumor.torch_solver import TorchFKSolver
+from _common import emit  # benchmarks/ is on sys.path when run as a script
 
 SEED_MM = (-30.0, 20.0, 30.0)
 D, RHO, DAYS, ROI_MM = 2.0, 0.6, 9.0, 80.0
@@ -101,12 +101,7 @@ def main(argv=None) -> dict:
         "repeats": args.repeats,
         "grids": [run_grid(name, a, args.batch_sizes, args.repeats) for name, a in grids.items()],
     }
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    return results
+    return emit(results, args.out)
 
 
 if __name__ == "__main__":

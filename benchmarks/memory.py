@@ -23,6 +23,7 @@ import resource
 import subprocess
 import sys
 import time
+from _common import emit  # benchmarks/ is on sys.path when run as a script
 
 SEED_MM, DAY, TRUTH = (-30.0, 20.0, 30.0), 9.0, (2.0, 0.6, 0.7, 0.25)
 MB = 2.0 ** 20
@@ -96,12 +97,7 @@ def main(argv=None) -> dict:
         "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version()},
         "runs": runs,
     }
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    return results
+    return emit(results, args.out)
 
 
 if __name__ == "__main__":

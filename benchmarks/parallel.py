@@ -16,7 +16,6 @@ the load average is recorded, since on a shared machine it dominates the spread.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -27,6 +26,7 @@ import torch
 
 from sbi_tumor import TumorSimulator, load_mni152, make_prior
 from sbi_tumor.parallel import simulate
+from _common import emit  # benchmarks/ is on sys.path when run as a script
 
 SEED_MM, DAY, ROI_MM = (-30.0, 20.0, 30.0), 9.0, 64.0
 
@@ -72,12 +72,7 @@ def main(argv=None) -> dict:
                      "identical_to_in_process": bool(np.array_equal(outputs[name], reference))}
                     for name, workers in configs.items()],
     }
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    return results
+    return emit(results, args.out)
 
 
 if __name__ == "__main__":

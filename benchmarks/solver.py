@@ -15,7 +15,6 @@ the plain numpy implementation of the same scheme (whole grid, every step), time
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import statistics
@@ -25,6 +24,7 @@ import numpy as np
 
 from sbi_tumor.anatomy import load_mni152
 from sbi_tumor.solver import FKSolver, SolverConfig, reference_step, seed_density
+from _common import emit  # benchmarks/ is on sys.path when run as a script
 
 SEED_MM = (-30.0, 20.0, 30.0)
 CASES = {
@@ -113,12 +113,7 @@ def main(argv=None) -> dict:
         "config": SolverConfig().__dict__,
         "cases": [run_case(n, args.repeats, args.baseline_steps, anatomies) for n in args.cases],
     }
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    return results
+    return emit(results, args.out)
 
 
 if __name__ == "__main__":
