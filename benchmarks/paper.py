@@ -105,8 +105,11 @@ def main(argv=None) -> dict:
                "validation_day": PRESETS["paper"].validation_day, "runs": []}
     for t in args.truths:
         for method in args.methods:
-            r = run(TRUTHS[t], method, args, simulator, out)
-            r["targets"] = targets(r)
+            try:
+                r = run(TRUTHS[t], method, args, simulator, out)
+                r["targets"] = targets(r)
+            except RuntimeError as err:  # e.g. NPE_A's proposal correction: a result, not a crash
+                r = {"method": method, "truth": list(TRUTHS[t]), "failed": str(err)}
             results["runs"].append(r)
             # Written after every run so that an interrupted benchmark keeps what it finished.
             (out / "results.json").write_text(json.dumps(results, indent=2))

@@ -13,6 +13,7 @@ import json
 import math
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
@@ -212,15 +213,16 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
     t_sim = t_train = 0.0
     start = time.perf_counter()
     for r in range(config.num_rounds):
-        theta = proposal.sample((config.num_simulations,), show_progress_bars=False) if r else \
-            prior.sample((config.num_simulations,))
+        with _explained_failures(config.method, r + 1):
+            theta = proposal.sample((config.num_simulations,), show_progress_bars=False) if r else \
+                prior.sample((config.num_simulations,))
         theta = theta.reshape(config.num_simulations, -1).to(torch.float32)
         t0 = time.perf_counter()
         x = torch.from_numpy(simulate(r, theta)).to(torch.float32)
         t_sim += time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        try:
+        with _explained_failures(config.method, r + 1):
             with warnings.catch_warnings():
                 # Label maps have many constant voxels, and sbi lists every one of them; x is not
                 # z-scored here (z_score_x="none"), so the warning does not apply.
@@ -231,26 +233,34 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
                           learning_rate=config.learning_rate)
             posterior = trainer.build_posterior()  # no argument: passing the net breaks round 2
             proposal = posterior.set_default_x(x_o)
-        except (AssertionError, ValueError, RuntimeError) as err:
-            if "positive definite" in str(err):
-                raise RuntimeError(
-                    f"{config.method} failed in round {r + 1}: the analytic proposal correction gave "
-                    "a posterior covariance that is not positive definite. This happens with NPE_A and "
-                    "more than one mixture component; use num_components=1, or method='NPE_B'."
-                ) from err
-            raise
         t_train += time.perf_counter() - t0
         thetas.append(theta)
         training.append(_round_summary(trainer._summary, r + 1, training))
 
-    samples = posterior.sample((config.num_posterior_samples,), x=x_o, show_progress_bars=False)
-    posterior.set_default_x(x_o)  # sbi 0.27's map() no longer takes x
-    map_ = posterior.map(show_progress_bars=False, num_init_samples=500, num_iter=200)
+    with _explained_failures(config.method, config.num_rounds):
+        samples = posterior.sample((config.num_posterior_samples,), x=x_o, show_progress_bars=False)
+        posterior.set_default_x(x_o)  # sbi 0.27's map() no longer takes x
+        map_ = posterior.map(show_progress_bars=False, num_init_samples=500, num_iter=200)
     result = InferenceResult(
         method=config.method, samples=samples, map=map_.reshape(-1), theta_per_round=thetas,
         training=training, wall_time=time.perf_counter() - start, simulation_time=t_sim,
         training_time=t_train, num_simulations=sum(len(t) for t in thetas), config=config.to_dict())
     return posterior, result
+
+
+@contextmanager
+def _explained_failures(method: str, round_: int):
+    """Turn NPE_A's failing analytic proposal correction (deep inside sbi) into an actionable error."""
+    try:
+        yield
+    except (AssertionError, ValueError, RuntimeError) as err:
+        if "positive definite" not in str(err):
+            raise
+        raise RuntimeError(
+            f"{method} failed in round {round_}: its analytic proposal correction gave a posterior "
+            "covariance that is not positive definite (a known NPE_A failure, more frequent with several "
+            "mixture components or a proposal much narrower than the prior). Use method='NPE_B' or "
+            "'NPE_C', or NPE_A with num_components=1 and more simulations per round.") from err
 
 
 def _round_summary(summary: dict, round_: int, previous: list[dict]) -> dict:

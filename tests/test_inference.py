@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from sbi_tumor.inference import InferenceConfig, load_posterior, run_sequential_npe, save_result
+from sbi_tumor.inference import (InferenceConfig, _explained_failures, load_posterior, run_sequential_npe,
+                                 save_result)
 from sbi_tumor.prior import make_prior
 from sbi_tumor.simulator import TumorSimulator
 from conftest import phantom
@@ -65,3 +66,12 @@ def test_fixed_seed_is_reproducible_and_posterior_reloads(problem, tmp_path):
 def test_bad_config_is_rejected():
     with pytest.raises(ValueError, match="NPE_A, NPE_B or NPE_C"):
         InferenceConfig(method="SNLE")
+
+
+def test_npe_a_correction_failure_becomes_an_actionable_error():
+    with pytest.raises(RuntimeError, match="NPE_A failed in round 3.*method='NPE_B'"):
+        with _explained_failures("NPE_A", 3):
+            raise ValueError("Posterior precision matrix is not positive definite.")
+    with pytest.raises(ValueError, match="unrelated"):  # other errors pass through unchanged
+        with _explained_failures("NPE_A", 1):
+            raise ValueError("unrelated")
