@@ -181,12 +181,15 @@ def _step(u, out, cx, cy, cz, dtd, e, lo0, hi0, lo1, hi1, lo2, hi2):  # pragma: 
                 o[k] = r if r > tiny else zero
 
 
-# A parallel region costs a barrier per step: it pays on large boxes, but on a region of interest
-# of ~30^3 voxels one thread is faster (17 ms against 30 ms per simulation on 2 idle cores, and
-# 40x faster when the cores are busy), so the kernel is compiled both ways and chosen per step.
+# A parallel region costs a barrier per step, which only tiny boxes cannot amortise: measured on 2
+# idle cores, a 33^3 region of interest runs in 4.7 ms per simulation in parallel against 14 ms on
+# one thread. (On cores busy with other work the barrier waits for a descheduled thread; there,
+# NUMBA_NUM_THREADS=1 is faster.) The kernel is compiled both ways and chosen per step.
+# Only one of the two may use numba's on-disk cache: its key does not include `parallel`, so two
+# cached compilations of the same function overwrite each other.
 _step_parallel = numba.njit(parallel=True, cache=True)(_step)
-_step_serial = numba.njit(cache=True)(_step)
-PARALLEL_MIN_VOXELS = 2**18
+_step_serial = numba.njit(cache=False)(_step)
+PARALLEL_MIN_VOXELS = 2**14
 
 
 @numba.njit(cache=True)
