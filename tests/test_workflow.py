@@ -33,10 +33,7 @@ def patient(anatomy, tmp_path_factory):
 def fitted(patient, anatomy, tmp_path_factory):
     """An uninterrupted run: (run, output directory)."""
     out = tmp_path_factory.mktemp("fit") / "posterior"
-    run = infer_patient(patient.t1, patient.t2, patient.day, adc=patient.adc,
-                        t2_initial=patient.t2_initial, anatomy=anatomy, prior="paper",
-                        config=tiny_config(), out_dir=out, progress=False, truth=patient.truth)
-    return run, out
+    return fit(patient, anatomy, out, truth=patient.truth), out
 
 
 def fit(patient, anatomy, out, **kw):
@@ -225,6 +222,14 @@ def interrupt_after(monkeypatch, calls: int) -> None:
     monkeypatch.setattr(TumorSimulator, "__call__", call)
 
 
+def crash_midway(patient, anatomy, out, monkeypatch) -> None:
+    """Start a fit that crashes on its third simulation batch, leaving its stored work behind."""
+    interrupt_after(monkeypatch, 2)
+    with pytest.raises(Interrupt):
+        fit(patient, anatomy, out)
+    monkeypatch.undo()
+
+
 def test_interrupted_run_resumes_to_the_same_result(fitted, patient, anatomy, tmp_path, monkeypatch):
     out = tmp_path / "posterior"
     work = tmp_path / "posterior.partial"
@@ -252,10 +257,7 @@ def test_interrupted_run_resumes_to_the_same_result(fitted, patient, anatomy, tm
 
 def test_resume_with_other_inputs_is_refused(patient, anatomy, tmp_path, monkeypatch):
     out = tmp_path / "posterior"
-    interrupt_after(monkeypatch, 2)
-    with pytest.raises(Interrupt):
-        fit(patient, anatomy, out)
-    monkeypatch.undo()
+    crash_midway(patient, anatomy, out, monkeypatch)
     with pytest.raises(StoreError, match="different patient settings"):
         infer_patient(patient.t1, patient.t2, patient.day + 1, adc=patient.adc,
                       t2_initial=patient.t2_initial, anatomy=anatomy, prior="paper",
@@ -269,10 +271,7 @@ def test_resume_with_other_inputs_is_refused(patient, anatomy, tmp_path, monkeyp
 
 def test_changed_draws_on_resume_are_detected(patient, anatomy, tmp_path, monkeypatch):
     out = tmp_path / "posterior"
-    interrupt_after(monkeypatch, 2)
-    with pytest.raises(Interrupt):
-        fit(patient, anatomy, out)
-    monkeypatch.undo()
+    crash_midway(patient, anatomy, out, monkeypatch)
     # Tamper with the stored parameters: a machine that does not reproduce the draws.
     store = SimulationStore.open(tmp_path / "posterior.partial" / "simulations.zarr")
     theta, x = store.load(0)
