@@ -15,7 +15,7 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .anatomy import Anatomy, AnatomyError, load_mni152, load_nifti_anatomy
 from .baselines import TMCMCResult, tmcmc
-from .embedding import LabelMapCNN3d, PaperMLPEmbedding, make_embedding
+from .embedding import LabelMapCNN3d, PaperMLPEmbedding, RadialProfileEmbedding, make_embedding
 from .inference import InferenceConfig, InferenceResult, load_posterior, run_sequential_npe, save_result
 from .io import InputError, SimulationStore
 from .likelihood import BernoulliLikelihood
@@ -45,6 +45,7 @@ __all__ = [
     "PARAMETER_NAMES",
     "PRESETS",
     "PaperMLPEmbedding",
+    "RadialProfileEmbedding",
     "Patient",
     "Prediction",
     "SimulationError",

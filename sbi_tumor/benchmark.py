@@ -35,6 +35,8 @@ import torch
 
 from .anatomy import load_mni152
 from .baselines import tmcmc
+from .embedding import EMBEDDINGS
+from .inference import METHODS, InferenceConfig, run_sequential_npe
 from .likelihood import BernoulliLikelihood
 from .observation import label_map
 from .prediction import dice
@@ -64,6 +66,7 @@ class BenchmarkConfig:
         seed: Seed of the observation, the networks, the samplers and C2ST.
         resolution_mm: Grid spacing of the atlas.
         roi_size_mm: Edge of the cubic region the forward model runs on.
+        npe_method: ``"NPE_B"`` (the paper's), ``"NPE_A"`` or ``"NPE_C"``.
         npe_rounds: Rounds of sequential NPE (the budget is split evenly over them).
         embedding: ``"mlp"`` (the paper's one tanh layer) or ``"cnn"``.
         max_num_epochs: Cap on training epochs per NPE round.
@@ -86,6 +89,7 @@ class BenchmarkConfig:
     seed: int = 0
     resolution_mm: float = 2.0
     roi_size_mm: float = 64.0
+    npe_method: str = "NPE_B"
     npe_rounds: int = 4
     embedding: str = "mlp"
     max_num_epochs: int = 200
@@ -107,8 +111,10 @@ class BenchmarkConfig:
         if not self.budgets or self.budgets[0] < 2 * self.npe_rounds:
             raise ValueError(f"Every budget must allow >= 2 simulations per NPE round "
                              f"({self.npe_rounds} rounds), got budgets {list(self.budgets)}.")
-        if self.embedding not in ("mlp", "cnn"):
-            raise ValueError(f"embedding must be 'mlp' or 'cnn', got {self.embedding!r}.")
+        if self.npe_method not in METHODS:
+            raise ValueError(f"npe_method must be one of {list(METHODS)}, got {self.npe_method!r}.")
+        if self.embedding not in EMBEDDINGS:
+            raise ValueError(f"embedding must be one of {sorted(EMBEDDINGS)}, got {self.embedding!r}.")
         if self.tmcmc_factor < 0 or self.threads < 1:
             raise ValueError("Need tmcmc_factor >= 0 and threads >= 1.")
 
@@ -223,7 +229,7 @@ def derived(theta: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def posterior_metrics(samples: np.ndarray, map_: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
-    """Per parameter (and derived quantity): mean, MAP, 90% interval, relative errors, coverage."""
+    """Per parameter (and derived quantity): mean, median, MAP, 90% interval, relative errors, coverage."""
     out: dict[str, Any] = {}
     columns = dict(zip(PARAMETER_NAMES, samples.T))
     columns.update(derived(samples))
@@ -232,11 +238,12 @@ def posterior_metrics(samples: np.ndarray, map_: np.ndarray, truth: np.ndarray) 
     true_values = dict(zip(PARAMETER_NAMES, truth))
     true_values.update({k: float(v[0]) for k, v in derived(truth).items()})
     for name, values in columns.items():
-        lo, hi = np.quantile(values, [0.05, 0.95])
+        lo, median, hi = np.quantile(values, [0.05, 0.5, 0.95])
         mean, true = float(values.mean()), float(true_values[name])
         out[name] = {"truth": true, "mean": mean, "std": float(values.std()), "map": float(map_values[name]),
-                     "q05": float(lo), "q95": float(hi),
+                     "q05": float(lo), "median": float(median), "q95": float(hi),
                      "mean_rel_error": abs(mean - true) / abs(true),
+                     "median_rel_error": abs(float(median) - true) / abs(true),
                      "map_rel_error": abs(float(map_values[name]) - true) / abs(true),
                      "truth_in_90": bool(lo <= true <= hi)}
     return out
@@ -267,11 +274,11 @@ def run_tmcmc(problem: MatchedProblem, num_samples: int, extra_steps: int, seed:
 
 
 def run_npe(problem: MatchedProblem, budget: int, config: BenchmarkConfig, seed: int) -> dict[str, Any]:
-    """Sequential NPE (NPE_B) on the matched problem with ``budget`` simulations in all."""
-    from .inference import InferenceConfig, run_sequential_npe
-
-    embedding_kwargs = {"num_classes": 4} if config.embedding == "cnn" else {}
+    """Sequential NPE on the matched problem with ``budget`` simulations in all."""
+    # The mask code T2 + 2 T1 has four values.
+    embedding_kwargs = {} if config.embedding == "mlp" else {"num_classes": 4}
     npe_config = InferenceConfig(
+        method=config.npe_method, num_components=1 if config.npe_method == "NPE_A" else 5,
         num_rounds=config.npe_rounds, num_simulations=budget // config.npe_rounds,
         embedding=config.embedding, embedding_kwargs=embedding_kwargs,
         max_num_epochs=config.max_num_epochs, stop_after_epochs=config.stop_after_epochs,
@@ -280,7 +287,7 @@ def run_npe(problem: MatchedProblem, budget: int, config: BenchmarkConfig, seed:
                                    progress=False)
     return {"samples": result.samples.double().numpy(), "map": result.map.double().numpy(),
             "num_simulations": result.num_simulations, "wall_time_s": result.wall_time,
-            "extra": {"rounds": config.npe_rounds, "embedding": config.embedding,
+            "extra": {"npe_method": config.npe_method, "rounds": config.npe_rounds, "embedding": config.embedding,
                       "simulation_time_s": result.simulation_time, "training_time_s": result.training_time,
                       "epochs_per_round": [t.get("epochs_trained") for t in result.training]}}
 
@@ -500,8 +507,10 @@ def add_benchmark_parser(subparsers: argparse._SubParsersAction) -> None:
                    help=f"forward-simulation budgets of both methods (default {' '.join(map(str, defaults.budgets))})")
     p.add_argument("--tmcmc-factor", type=int,
                    help=f"also run TMCMC at this many times the largest budget; 0: no (default {defaults.tmcmc_factor})")
+    p.add_argument("--method", choices=METHODS,
+                   help=f"sequential NPE variant (default {defaults.npe_method})")
     p.add_argument("--rounds", type=int, help=f"NPE rounds (default {defaults.npe_rounds})")
-    p.add_argument("--embedding", choices=["mlp", "cnn"], help=f"NPE embedding net (default {defaults.embedding})")
+    p.add_argument("--embedding", choices=sorted(EMBEDDINGS), help=f"NPE embedding net (default {defaults.embedding})")
     p.add_argument("--reference-samples", type=int,
                    help=f"population of the reference TMCMC run (default {defaults.reference_samples})")
     p.add_argument("--threads", type=int, help=f"numba and torch threads (default {defaults.threads})")
@@ -514,7 +523,7 @@ def add_benchmark_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
     options = {"case": args.case, "seed": args.seed, "budgets": args.budgets, "tmcmc_factor": args.tmcmc_factor,
-               "npe_rounds": args.rounds, "embedding": args.embedding,
+               "npe_method": args.method, "npe_rounds": args.rounds, "embedding": args.embedding,
                "reference_samples": args.reference_samples, "threads": args.threads}
     options = {k: v for k, v in options.items() if v is not None}
     return BenchmarkConfig.quick(**options) if args.quick else BenchmarkConfig(**options)
@@ -527,7 +536,7 @@ def command_line(args: argparse.Namespace) -> str:
         words.append("--quick")
     if args.budgets:
         words.append("--budgets " + " ".join(map(str, args.budgets)))
-    for flag in ("tmcmc_factor", "rounds", "embedding", "reference_samples", "threads"):
+    for flag in ("tmcmc_factor", "method", "rounds", "embedding", "reference_samples", "threads"):
         if getattr(args, flag) is not None:
             words.append(f"--{flag.replace('_', '-')} {getattr(args, flag)}")
     words += [f"--seed {args.seed}", f"--out {args.out}"]

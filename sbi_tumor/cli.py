@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from .anatomy import Anatomy, AnatomyError, load_mni152, load_nifti_anatomy
+from .embedding import EMBEDDINGS
+from .inference import METHODS
 from .prior import PRESETS
 
 __all__ = ["main"]
@@ -220,12 +222,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def add_inference_arguments(parser: argparse.ArgumentParser, rounds: int, simulations: int,
                             embedding: str, max_epochs: int, mlp_hidden: int = 100) -> None:
     group = parser.add_argument_group("inference")
-    group.add_argument("--method", default="NPE_B", choices=["NPE_A", "NPE_B", "NPE_C"],
+    group.add_argument("--method", default="NPE_B", choices=METHODS,
                        help="sequential NPE variant (default NPE_B, the paper's)")
     group.add_argument("--rounds", type=int, default=rounds, help=f"rounds (default {rounds})")
     group.add_argument("--simulations", type=int, default=simulations,
                        help=f"simulations per round (default {simulations})")
-    group.add_argument("--embedding", default=embedding, choices=["cnn", "mlp"],
+    group.add_argument("--embedding", default=embedding, choices=sorted(EMBEDDINGS),
                        help=f"embedding net of the label maps (default {embedding})")
     group.add_argument("--mlp-hidden", type=int, default=mlp_hidden,
                        help=f"tanh units of the mlp embedding (default {mlp_hidden}; the paper's: 100)")

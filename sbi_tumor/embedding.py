@@ -1,6 +1,6 @@
 """Embedding networks that compress 3D tumour label maps into summary features.
 
-Both nets take a batch of label maps with voxel values 0 (healthy), 1 (oedema,
+The nets take a batch of label maps with voxel values 0 (healthy), 1 (oedema,
 T2/FLAIR) and 2 (enhancing core, T1Gd) in any of the shapes ``(B, C, nx, ny, nz)``,
 ``(B, nx, ny, nz)`` (only if ``C == 1``) or flattened ``(B, C * nx * ny * nz)``,
 and return ``(B, output_dim)``. Pass them to
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LabelMapCNN3d", "PaperMLPEmbedding", "make_embedding"]
+__all__ = ["EMBEDDINGS", "LabelMapCNN3d", "PaperMLPEmbedding", "RadialProfileEmbedding", "make_embedding"]
 
 
 def _as_volume(x: Tensor, in_channels: int, input_shape: tuple[int, ...]) -> Tensor:
@@ -38,6 +38,27 @@ def _as_volume(x: Tensor, in_channels: int, input_shape: tuple[int, ...]) -> Ten
         f"its flattened form or (for one channel) without the channel axis; "
         f"got {tuple(x.shape)}."
     )
+
+
+def _one_hot(x: Tensor, num_classes: int) -> Tensor:
+    """Labels (B, C, *grid) -> indicators (B, C, num_classes, *grid) in x's dtype.
+
+    Rounds and clamps rather than validates: sbi 0.27's MixtureDensityEstimator probes
+    the embedding with ``torch.randn`` input at construction.
+    """
+    labels = x.round().clamp(0, num_classes - 1)
+    classes = torch.arange(num_classes, device=x.device, dtype=x.dtype)
+    return (labels.unsqueeze(2) == classes.view(1, 1, -1, *([1] * (x.dim() - 2)))).to(x.dtype)
+
+
+def _mlp(num_inputs: int, num_layers: int, units: int, output_dim: int) -> nn.Sequential:
+    """``num_layers`` hidden ReLU layers of ``units``, then a linear map to ``output_dim``."""
+    layers: list[nn.Module] = []
+    for _ in range(num_layers):
+        layers += [nn.Linear(num_inputs, units), nn.ReLU()]
+        num_inputs = units
+    layers.append(nn.Linear(num_inputs, output_dim))
+    return nn.Sequential(*layers)
 
 
 class LabelMapCNN3d(nn.Module):
@@ -118,23 +139,13 @@ class LabelMapCNN3d(nn.Module):
             channels = out_channels
         self.features = nn.Sequential(*layers)
 
-        head: list[nn.Module] = []
-        for _ in range(num_linear_layers):
-            head += [nn.Linear(channels, num_linear_units), nn.ReLU()]
-            channels = num_linear_units
-        head.append(nn.Linear(channels, output_dim))
-        self.head = nn.Sequential(*head)
+        self.head = _mlp(channels, num_linear_layers, num_linear_units, output_dim)
 
     def _encode(self, x: Tensor) -> Tensor:
         """Map labels (B, C, nx, ny, nz) to the conv input (B, C * K or C, nx, ny, nz)."""
         if not self.one_hot:
             return x / (self.num_classes - 1)
-        # Round and clamp rather than validate: sbi 0.27's MixtureDensityEstimator
-        # probes the embedding with torch.randn input at construction.
-        labels = x.round().clamp(0, self.num_classes - 1)
-        classes = torch.arange(self.num_classes, device=x.device, dtype=x.dtype)
-        onehot = labels.unsqueeze(2) == classes.view(1, 1, -1, 1, 1, 1)
-        return onehot.to(x.dtype).flatten(1, 2)
+        return _one_hot(x, self.num_classes).flatten(1, 2)
 
     def forward(self, x: Tensor) -> Tensor:
         """Embed label maps, (B, C, nx, ny, nz) or see module docstring -> (B, output_dim)."""
@@ -188,15 +199,105 @@ class PaperMLPEmbedding(nn.Module):
         return self.net(x.flatten(1))
 
 
+class RadialProfileEmbedding(nn.Module):
+    """Radial label profiles around the tumour's origin, then an MLP.
+
+    A fixed map turns each label map into a few hundred numbers that an MLP learns
+    from with a few hundred simulations: for every label class ``c >= 1`` and every
+    spherical shell of width ``shell_width`` voxels around ``center``, the fraction of
+    the shell's voxels labelled ``c``; and per class the log volume, the centroid
+    offset and the root-mean-square extent along each axis (in half-grid units).
+
+    Why these features: a Fisher-Kolmogorov tumour grown from a seed is close to
+    radially symmetric, so each threshold of the density shows as a radius in the
+    profile (front speed and thresholds), and in noisy segmentations the width of the
+    transition shows the density's slope (infiltration length); the axis moments keep
+    the anisotropy that grey/white matter adds. The flattened map of
+    ``PaperMLPEmbedding`` must learn all of this from scratch.
+
+    Args:
+        input_shape: Spatial grid ``(nx, ny, nz)``.
+        in_channels: Number of label-map channels C (e.g. several time points).
+        num_classes: Number of labels, values ``0 .. num_classes - 1``; class 0
+            (healthy) gets no features of its own.
+        center: Voxel coordinates of the profile origin; default the grid centre, which
+            is the seed for :class:`~sbi_tumor.simulator.TumorSimulator`'s region.
+        shell_width: Shell width in voxels.
+        num_linear_layers: Hidden ReLU layers of the MLP.
+        num_linear_units: Their width.
+        output_dim: Number of summary features.
+    """
+
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int],
+        in_channels: int = 1,
+        num_classes: int = 3,
+        center: Sequence[float] | None = None,
+        shell_width: float = 1.0,
+        num_linear_layers: int = 2,
+        num_linear_units: int = 64,
+        output_dim: int = 20,
+    ):
+        super().__init__()
+        input_shape = tuple(int(n) for n in input_shape)
+        if len(input_shape) != 3 or min(input_shape) < 1:
+            raise ValueError(f"input_shape must be (nx, ny, nz), got {input_shape}.")
+        if num_classes < 2 or shell_width <= 0:
+            raise ValueError(f"Need num_classes >= 2 and shell_width > 0, got {num_classes}, {shell_width}.")
+        self.input_shape = input_shape
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.output_dim = output_dim
+
+        half = torch.tensor([(n - 1) / 2 for n in input_shape], dtype=torch.float64)
+        origin = half if center is None else torch.as_tensor(center, dtype=torch.float64)
+        axes = [torch.arange(n, dtype=torch.float64) for n in input_shape]
+        offsets = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3) - origin
+        shell = (offsets.norm(dim=1) / shell_width).floor().long()
+        self.num_shells = int(shell.max()) + 1
+        counts = torch.bincount(shell, minlength=self.num_shells).clamp(min=1)
+        self.register_buffer("shell", shell, persistent=False)
+        self.register_buffer("inverse_shell_size", 1.0 / counts.float(), persistent=False)
+        self.register_buffer("coords", (offsets / half.clamp(min=1)).float(), persistent=False)
+        self.log_num_voxels = math.log1p(math.prod(input_shape))
+
+        num_maps = in_channels * (num_classes - 1)
+        self.num_features = num_maps * (self.num_shells + 7)
+        self.head = _mlp(self.num_features, num_linear_layers, num_linear_units, output_dim)
+
+    def features(self, x: Tensor) -> Tensor:
+        """The fixed summary of label maps (see module docstring for shapes) -> (B, num_features)."""
+        x = _as_volume(x, self.in_channels, self.input_shape)
+        masks = _one_hot(x, self.num_classes)[:, :, 1:].flatten(1, 2).flatten(2).float()  # (B, M, N)
+        profile = torch.zeros(*masks.shape[:2], self.num_shells, device=x.device)
+        profile = profile.index_add(2, self.shell, masks) * self.inverse_shell_size
+        volume = masks.sum(2)
+        weights = masks / volume.clamp(min=1).unsqueeze(2)
+        centroid = weights @ self.coords                                  # (B, M, 3)
+        extent = (weights @ self.coords.square()).clamp(min=0).sqrt()     # (B, M, 3)
+        log_volume = torch.log1p(volume).unsqueeze(2) / self.log_num_voxels
+        return torch.cat([profile, log_volume, centroid, extent], dim=2).flatten(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Embed label maps, (B, C, nx, ny, nz) or see module docstring -> (B, output_dim)."""
+        return self.head(self.features(x))
+
+
 def make_embedding(kind: str, input_shape: Sequence[int], **kwargs) -> nn.Module:
     """Build an embedding net for label maps on grid ``input_shape = (nx, ny, nz)``.
 
     Args:
-        kind: ``"cnn"`` for ``LabelMapCNN3d`` or ``"mlp"`` for ``PaperMLPEmbedding``.
+        kind: ``"cnn"`` for ``LabelMapCNN3d``, ``"mlp"`` for ``PaperMLPEmbedding`` or
+            ``"radial"`` for ``RadialProfileEmbedding``.
         input_shape: Spatial grid of the label maps.
         **kwargs: Passed to the chosen class.
     """
-    builders = {"cnn": LabelMapCNN3d, "mlp": PaperMLPEmbedding}
-    if kind not in builders:
-        raise ValueError(f"Unknown embedding kind {kind!r}; valid kinds: {sorted(builders)}.")
-    return builders[kind](tuple(input_shape), **kwargs)
+    if kind not in EMBEDDINGS:
+        raise ValueError(f"Unknown embedding kind {kind!r}; valid kinds: {sorted(EMBEDDINGS)}.")
+    return EMBEDDINGS[kind](tuple(input_shape), **kwargs)
+
+
+#: The embedding nets by the name ``make_embedding``, the CLI and the benchmarks use.
+EMBEDDINGS: dict[str, type[nn.Module]] = {
+    "cnn": LabelMapCNN3d, "mlp": PaperMLPEmbedding, "radial": RadialProfileEmbedding}

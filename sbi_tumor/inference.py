@@ -9,14 +9,15 @@ proposal posterior and corrects it analytically; ``NPE_C`` is APT (atomic propos
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, redirect_stdout
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence, get_args
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from . import parallel
 __all__ = ["InferenceConfig", "InferenceResult", "run_sequential_npe", "simulate_round"]
 
 Method = Literal["NPE_A", "NPE_B", "NPE_C"]
+METHODS: tuple[str, ...] = get_args(Method)
 
 
 @dataclass
@@ -40,7 +42,8 @@ class InferenceConfig:
         num_simulations: forward simulations per round.
         num_components: mixture components of the MDN (NPE_A is stable with 1 over rounds).
         hidden_features: width of the MDN's hidden layers.
-        embedding: ``"cnn"`` (3D CNN on one-hot label maps) or ``"mlp"`` (the paper's network).
+        embedding: ``"cnn"`` (3D CNN on one-hot label maps), ``"mlp"`` (the paper's network) or
+            ``"radial"`` (radial label profiles around the seed, then an MLP).
         embedding_kwargs: extra arguments for the embedding net.
         max_num_epochs, stop_after_epochs, training_batch_size, learning_rate: passed to ``train``.
         num_posterior_samples: samples drawn from the final posterior for the result.
@@ -71,7 +74,7 @@ class InferenceConfig:
     seed: int | None = 0
 
     def __post_init__(self) -> None:
-        if self.method not in ("NPE_A", "NPE_B", "NPE_C"):
+        if self.method not in METHODS:
             raise ValueError(f"method must be NPE_A, NPE_B or NPE_C, got {self.method!r}.")
         if self.num_rounds < 1 or self.num_simulations < 2:
             raise ValueError("Need num_rounds >= 1 and num_simulations >= 2.")
@@ -222,7 +225,7 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
         t_sim += time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        with _explained_failures(config.method, r + 1):
+        with _explained_failures(config.method, r + 1), _quiet(progress):
             with warnings.catch_warnings():
                 # Label maps have many constant voxels, and sbi lists every one of them; x is not
                 # z-scored here (z_score_x="none"), so the warning does not apply.
@@ -237,7 +240,7 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
         thetas.append(theta)
         training.append(_round_summary(trainer._summary, r + 1, training))
 
-    with _explained_failures(config.method, config.num_rounds):
+    with _explained_failures(config.method, config.num_rounds), _quiet(progress):
         samples = posterior.sample((config.num_posterior_samples,), x=x_o, show_progress_bars=False)
         posterior.set_default_x(x_o)  # sbi 0.27's map() no longer takes x
         map_ = posterior.map(show_progress_bars=False, num_init_samples=500, num_iter=200)
@@ -246,6 +249,12 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
         training=training, wall_time=time.perf_counter() - start, simulation_time=t_sim,
         training_time=t_train, num_simulations=sum(len(t) for t in thetas), config=config.to_dict())
     return posterior, result
+
+
+def _quiet(progress: bool):
+    """Without progress, swallow what sbi prints regardless of ``show_progress_bars``
+    ("Training neural network. Epochs trained", "Neural network successfully converged")."""
+    return nullcontext() if progress else redirect_stdout(io.StringIO())
 
 
 @contextmanager

@@ -34,6 +34,10 @@ def test_posterior_metrics_coverage_and_errors():
     assert m["D"]["map_rel_error"] == pytest.approx(0.1)
     assert m["front_speed"]["truth"] == pytest.approx(2 * np.sqrt(1.2))
     assert m["infiltration_length"]["mean_rel_error"] < 0.01
+    # A skewed posterior: the median sits at the truth, the mean well above it.
+    skewed = truth * np.random.default_rng(0).lognormal(0.0, 0.5, (20001, 4))
+    m = posterior_metrics(skewed, truth, truth)
+    assert m["D"]["median_rel_error"] < 0.02 and m["D"]["mean_rel_error"] > 0.1
 
 
 def test_config_rejects_bad_settings():
@@ -41,6 +45,8 @@ def test_config_rejects_bad_settings():
         BenchmarkConfig(case="human")
     with pytest.raises(ValueError, match="budget"):
         BenchmarkConfig(budgets=(6,), npe_rounds=4)
+    with pytest.raises(ValueError, match="npe_method must be one of"):
+        BenchmarkConfig(npe_method="SNLE")
 
 
 def test_parser_registers_npe_vs_mcmc():
@@ -52,6 +58,10 @@ def test_parser_registers_npe_vs_mcmc():
     config = benchmark.config_from_args(args)
     assert config.budgets == (500, 1000) and config.embedding == "mlp"
     assert benchmark.command_line(args).startswith("sbi-tumor benchmark npe-vs-mcmc --case paper --budgets 500 1000")
+    args = parser.parse_args(["benchmark", "npe-vs-mcmc", "--method", "NPE_C", "--embedding", "radial", "--out", "x"])
+    config = benchmark.config_from_args(args)
+    assert config.npe_method == "NPE_C" and config.embedding == "radial"
+    assert "--method NPE_C --embedding radial" in benchmark.command_line(args)
 
 
 @pytest.mark.slow

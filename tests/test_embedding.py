@@ -3,7 +3,7 @@ import torch
 from sbi.inference import NPE_C
 from sbi.neural_nets import posterior_nn
 
-from sbi_tumor.embedding import LabelMapCNN3d, PaperMLPEmbedding, make_embedding
+from sbi_tumor.embedding import LabelMapCNN3d, PaperMLPEmbedding, RadialProfileEmbedding, make_embedding
 from sbi_tumor.prior import make_prior
 
 SHAPE = (8, 8, 8)
@@ -13,13 +13,13 @@ def random_labels(n: int, shape=SHAPE) -> torch.Tensor:
     return torch.randint(0, 3, (n, *shape)).float()
 
 
-@pytest.mark.parametrize("kind", ["cnn", "mlp"])
+@pytest.mark.parametrize("kind", ["cnn", "mlp", "radial"])
 def test_output_shape_for_5d_4d_and_flat_input(kind):
     torch.manual_seed(0)
     net = make_embedding(kind, SHAPE)
     x = random_labels(4)
     out = net(x)
-    assert out.shape == (4, 20 if kind == "cnn" else 100)
+    assert out.shape == (4, 100 if kind == "mlp" else 20)
     torch.testing.assert_close(net(x.unsqueeze(1)), out)
     torch.testing.assert_close(net(x.flatten(1)), out)
     with pytest.raises(ValueError, match="Expected x of shape"):
@@ -80,7 +80,46 @@ def test_paper_mlp_structure_and_init():
     assert PaperMLPEmbedding(SHAPE, output_dim=7)(random_labels(2)).shape == (2, 7)
 
 
-@pytest.mark.parametrize("kind", ["cnn", "mlp"])
+def test_radial_profile_of_nested_balls():
+    # Core (2) within radius 2.5 voxels, oedema (1) out to 4.5, around the centre of a 11^3 grid.
+    shape = (11, 11, 11)
+    offsets = torch.stack(torch.meshgrid(*[torch.arange(11.0) - 5] * 3, indexing="ij"))
+    r = offsets.norm(dim=0)
+    x = torch.where(r < 2.5, 2.0, torch.where(r < 4.5, 1.0, 0.0))[None, None]
+    net = RadialProfileEmbedding(shape)
+    assert net.num_shells == 9  # corner at sqrt(75) = 8.66 voxels
+    features = net.features(x).reshape(2, net.num_shells + 7)
+    oedema, core = features[:, :net.num_shells]
+    # Shell k holds radii [k, k+1): cores fill shells 0-1, oedema shells 3 and 4 (4 only up to 4.5).
+    assert core[:2].tolist() == [1.0, 1.0] and core[3:].abs().sum() == 0 and 0 < core[2] < 1
+    assert oedema[:2].abs().sum() == 0 and oedema[3] == 1 and 0 < oedema[4] < 1 and oedema[5:].abs().sum() == 0
+    volumes = [(x == 1).sum(), (x == 2).sum()]
+    log_volume = features[:, net.num_shells]
+    torch.testing.assert_close(log_volume, torch.log1p(torch.tensor(volumes).float()) / torch.log1p(torch.tensor(1331.0)))
+    centroid, extent = features[:, -6:-3], features[:, -3:]
+    assert centroid.abs().max() < 1e-6  # symmetric about the centre
+    torch.testing.assert_close(extent[:, 0], extent[:, 2])  # and isotropic
+
+
+def test_radial_moments_of_one_voxel_and_custom_centre():
+    x = torch.zeros(1, 1, 9, 5, 5)
+    x[0, 0, 8, 2, 2] = 1  # the +x edge of the grid, on the centre line
+    net = RadialProfileEmbedding((9, 5, 5), num_classes=2)
+    features = net.features(x)[0]
+    centroid, extent = features[-6:-3], features[-3:]
+    assert centroid.tolist() == [1.0, 0.0, 0.0] and extent.tolist() == [1.0, 0.0, 0.0]
+    profile = features[:net.num_shells]
+    grid = torch.meshgrid(torch.arange(9.0) - 4, torch.arange(5.0) - 2, torch.arange(5.0) - 2, indexing="ij")
+    shell_4 = ((torch.stack(grid).norm(dim=0) // 1) == 4).sum()  # radii in [4, 5) voxels
+    assert profile.nonzero().flatten().tolist() == [4] and profile[4] == 1 / shell_4
+    moved = RadialProfileEmbedding((9, 5, 5), num_classes=2, center=(8, 2, 2), shell_width=2.0)
+    # Within 2 voxels of the x = 8 face centre: 9 voxels in that face plane and 9 in the next.
+    assert moved.num_shells == 5 and moved.features(x)[0, 0] == 1 / 18
+    with pytest.raises(ValueError, match="shell_width > 0"):
+        RadialProfileEmbedding((9, 5, 5), shell_width=0)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "mlp", "radial"])
 def test_gradients_flow_to_first_layer(kind):
     torch.manual_seed(0)
     net = make_embedding(kind, SHAPE)
@@ -90,12 +129,12 @@ def test_gradients_flow_to_first_layer(kind):
 
 
 def test_make_embedding_unknown_kind():
-    with pytest.raises(ValueError, match=r"Unknown embedding kind 'rnn'.*\['cnn', 'mlp'\]"):
+    with pytest.raises(ValueError, match=r"Unknown embedding kind 'rnn'.*\['cnn', 'mlp', 'radial'\]"):
         make_embedding("rnn", SHAPE)
 
 
 @pytest.mark.filterwarnings("ignore:Maximum number of epochs")
-@pytest.mark.parametrize("kind", ["cnn", "mlp"])
+@pytest.mark.parametrize("kind", ["cnn", "mlp", "radial"])
 def test_npe_c_trains_with_embedding(kind, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # NPE writes TensorBoard logs to ./sbi-logs
     torch.manual_seed(0)
