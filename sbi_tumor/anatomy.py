@@ -1,6 +1,6 @@
 """Brain anatomy: tissue probability maps on one grid, and the diffusivity they imply.
 
-An :class:`Anatomy` holds white-matter, grey-matter and CSF probability maps (each in [0, 1],
+An [`Anatomy`][sbi_tumor.anatomy.Anatomy] holds white-matter, grey-matter and CSF probability maps (each in [0, 1],
 shape ``(nx, ny, nz)``, float32), the NIfTI affine that maps voxel indices to world millimetres,
 and the voxel spacing in mm.
 

@@ -1,7 +1,7 @@
 """Likelihood-based reference samplers: Transitional MCMC (Ching & Chen, 2007).
 
 TMCMC is the sampler Lipkova et al. (2019) used with the explicit likelihood of
-:mod:`sbi_tumor.likelihood`; it gives the reference posteriors and simulation counts that the
+[`sbi_tumor.likelihood`][sbi_tumor.likelihood]; it gives the reference posteriors and simulation counts that the
 simulation-based estimators are compared against.
 """
 
@@ -28,7 +28,7 @@ LogLikelihood = Callable[[np.ndarray], Union[np.ndarray, Tensor]]
 
 @dataclass
 class TMCMCResult:
-    """Output of :func:`tmcmc`.
+    """Output of [`tmcmc`][sbi_tumor.baselines.tmcmc].
 
     Attributes:
         samples: Equally weighted posterior samples, ``(N, d)`` float64.
@@ -39,7 +39,7 @@ class TMCMCResult:
             proposals outside the prior support as rejected.
         num_simulations: Number of likelihood evaluations, i.e. forward-model runs.
         num_stages: Number of tempering stages after the prior stage.
-        wall_time: Seconds spent in :func:`tmcmc`.
+        wall_time: Seconds spent in [`tmcmc`][sbi_tumor.baselines.tmcmc].
     """
 
     samples: np.ndarray
@@ -92,7 +92,7 @@ def tmcmc(
         progress: Show a tqdm bar of ``beta``.
 
     Returns:
-        :class:`TMCMCResult`.
+        [`TMCMCResult`][sbi_tumor.baselines.TMCMCResult].
     """
     start = time.perf_counter()
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)

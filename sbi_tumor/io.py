@@ -4,17 +4,17 @@ Patient inputs
 --------------
 Segmentations are binary NIfTI masks: the T1-gadolinium core and the T2/FLAIR abnormality, on
 one grid. An ADC map (apparent diffusion coefficient, any unit) gives the initial tumour density
-through :func:`adc_to_density`. Anything that cannot be used raises :class:`InputError` with a
+through [`adc_to_density`][sbi_tumor.io.adc_to_density]. Anything that cannot be used raises [`InputError`][sbi_tumor.io.InputError] with a
 message that says what is wrong and how to fix it.
 
 Outputs
 -------
-:func:`save_nifti` and :func:`atomic_output_dir` never leave a half-written file or directory
+[`save_nifti`][sbi_tumor.io.save_nifti] and [`atomic_output_dir`][sbi_tumor.io.atomic_output_dir] never leave a half-written file or directory
 behind: they write next to the target and rename into place (an atomic operation on POSIX).
 
 Simulations
 -----------
-:class:`SimulationStore` keeps the parameters and label maps of every finished simulation in a
+[`SimulationStore`][sbi_tumor.io.SimulationStore] keeps the parameters and label maps of every finished simulation in a
 zarr (v3) directory, so an interrupted inference run resumes where it stopped.
 """
 
@@ -90,7 +90,7 @@ def load_mask(path: str | Path, name: str = "T1 segmentation") -> tuple[np.ndarr
     """A binary segmentation: (bool mask of shape (nx, ny, nz), (4, 4) affine in mm).
 
     Voxel values must be 0 or 1 (integers or floats); a label map with several labels is
-    refused, use :func:`load_label_map` to choose which labels form the mask.
+    refused, use [`load_label_map`][sbi_tumor.io.load_label_map] to choose which labels form the mask.
     """
     img, data = _load_volume(path, name)
     values = np.unique(data)
@@ -395,7 +395,7 @@ class SimulationStore:
     written. Root attributes: ``config`` (JSON), ``package_version``, ``format_version``,
     ``grid_shape``, ``theta_dim``. Meant for one writer at a time.
 
-    Create with :meth:`create`, reopen (to resume or read) with :meth:`open`.
+    Create with [`create`][sbi_tumor.io.SimulationStore.create], reopen (to resume or read) with [`open`][sbi_tumor.io.SimulationStore.open].
     """
 
     FORMAT = "sbi-tumor.simulations"

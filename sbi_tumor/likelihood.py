@@ -28,7 +28,7 @@ All forms are evaluated in log-space without forming ``p`` first (log-sigmoid, `
 probabilities are clipped to ``[eps, 1 - eps]``, i.e. each voxel log-probability is clamped to
 ``[log(eps), log1p(-eps)]``. The clip is a floor on the label-noise rate: with the default
 ``eps = 1e-6`` a single contradicting voxel costs at most ``13.8`` nats, so isolated segmentation
-errors cannot dominate the posterior. :meth:`BernoulliLikelihood.sample_masks` draws from exactly
+errors cannot dominate the posterior. [`sample_masks`][sbi_tumor.likelihood.BernoulliLikelihood.sample_masks] draws from exactly
 the clipped probabilities, so likelihood and simulator match and the posterior is well defined.
 """
 
@@ -61,7 +61,7 @@ class BernoulliLikelihood:
         form: Link ``f`` from ``u - u_c`` to ``P(tumour)``: ``"logistic"``, ``"reference"`` or
             ``"symmetric"`` (see the module docstring).
         slope: Width ``s`` of the link, in density units for ``"logistic"`` and squared density
-            units for the Gaussian forms; ``None`` picks :data:`DEFAULT_SLOPES` ``[form]``.
+            units for the Gaussian forms; ``None`` picks ``DEFAULT_SLOPES[form]``.
         eps: Probabilities are clipped to ``[eps, 1 - eps]``; ``0`` disables the clip.
     """
 
@@ -162,7 +162,7 @@ class BernoulliLikelihood:
         """Draw T1 and T2 segmentations from this likelihood.
 
         Each voxel of each mask is an independent Bernoulli draw with the clipped probability used
-        by :meth:`log_likelihood`, so a T1 voxel may fall outside the T2 mask, as the likelihood
+        by [`log_likelihood`][sbi_tumor.likelihood.BernoulliLikelihood.log_likelihood], so a T1 voxel may fall outside the T2 mask, as the likelihood
         allows.
 
         Args:

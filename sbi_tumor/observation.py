@@ -47,5 +47,5 @@ def masks_to_labels(t1_mask: np.ndarray, t2_mask: np.ndarray) -> np.ndarray:
 
 
 def labels_to_masks(labels) -> tuple:
-    """Inverse of :func:`masks_to_labels`: (T1 mask, T2 mask) as booleans."""
+    """Inverse of [`masks_to_labels`][sbi_tumor.observation.masks_to_labels]: (T1 mask, T2 mask) as booleans."""
     return labels >= 2, labels >= 1

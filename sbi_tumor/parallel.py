@@ -11,7 +11,7 @@ pass a ``dask.distributed.Client`` or a scheduler address (``"tcp://HOST:PORT"``
 simulator is sent to every worker once, then only parameter batches travel.
 
 A batch that raises (in the simulator, or because its worker died) is run again up to
-``retries`` times; if it still fails, :class:`SimulationError` names the batch and its
+``retries`` times; if it still fails, [`SimulationError`][sbi_tumor.parallel.SimulationError] names the batch and its
 parameter rows. A round never loses simulations silently.
 """
 
@@ -83,7 +83,7 @@ def simulate(simulator: Callable, theta: torch.Tensor | np.ndarray, *, batch_siz
         desc: label of the progress bar and of errors (e.g. ``"round 2/4 simulations"``).
         on_batch: ``on_batch(start, theta_batch, x_batch)`` in this process as each batch
             finishes, in completion order (e.g. to store it).
-        retries: extra attempts of a failed batch before :class:`SimulationError`.
+        retries: extra attempts of a failed batch before [`SimulationError`][sbi_tumor.parallel.SimulationError].
     """
     from tqdm.auto import tqdm
 

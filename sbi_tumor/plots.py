@@ -1,6 +1,6 @@
 """Figures of an inference run and a prediction (matplotlib, Agg backend: no display needed).
 
-Each function returns a ``matplotlib.figure.Figure``; :func:`save_figure` writes and closes it.
+Each function returns a ``matplotlib.figure.Figure``; [`save_figure`][sbi_tumor.plots.save_figure] writes and closes it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Predict tumour growth from a fitted posterior: MAP and posterior-sample forward runs.
 
-Days count from the initial condition, as in :mod:`sbi_tumor.workflow` (days since the ADC scan,
+Days count from the initial condition, as in [`sbi_tumor.workflow`][sbi_tumor.workflow] (days since the ADC scan,
 or since the seed). Volumes are in mm^3 on the model (anatomy) grid; Dice scores compare the
 predicted and observed masks on that grid, observed segmentations being resampled onto it.
 """
@@ -84,7 +84,7 @@ def predict(run: InferenceRun | str | Path, days: Sequence[float], *, num_sample
     """Simulate the MAP and ``num_samples`` posterior samples forward to ``days``.
 
     Args:
-        run: a fitted run or its directory (see :func:`sbi_tumor.workflow.load_run`).
+        run: a fitted run or its directory (see [`sbi_tumor.workflow.load_run`][sbi_tumor.workflow.load_run]).
         days: days after the initial condition to predict (> 0).
         num_samples: posterior samples to simulate for the uncertainty.
         observed_t2, observed_t1: ``{day: segmentation file}`` of later scans to compare with;

@@ -4,7 +4,7 @@ theta is ``(B, 4)`` = (D_white [mm^2/day], rho [1/day], u_T1, u_T2); x is ``(B, 
 float32 label maps (0 healthy, 1 T2 only, 2 T1 core) on a fixed region of interest (ROI) around
 the tumour, at the observation day.
 
-Two backends solve the same scheme: ``"numba"`` (:class:`~sbi_tumor.solver.FKSolver`, one
+Two backends solve the same scheme: ``"numba"`` ([`FKSolver`][sbi_tumor.solver.FKSolver], one
 parameter set at a time over all CPU cores) and ``"torch"`` (:class:`~sbi_tumor.torch_solver.
 TorchFKSolver`, the whole batch at once). ``"auto"`` takes torch on a GPU and numba otherwise:
 on the CPU, numba is 2.5-3.5x faster per simulation (``benchmarks/batch.py``).

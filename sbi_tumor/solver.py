@@ -2,7 +2,7 @@
 
     du/dt = div(D(x) grad u) + rho u (1 - u),   no flux through the brain's boundary,
 
-with ``D(x) = D_white * k(x)`` and ``k`` the relative diffusivity of :mod:`sbi_tumor.anatomy`.
+with ``D(x) = D_white * k(x)`` and ``k`` the relative diffusivity of [`sbi_tumor.anatomy`][sbi_tumor.anatomy].
 Units: mm, days; ``D_white`` in mm^2/day, ``rho`` in 1/day, ``u`` a density in [0, 1].
 
 Scheme
@@ -10,7 +10,7 @@ Scheme
 * Conservative finite volumes on the voxel grid. The diffusivity of the face between two voxels
   is the harmonic mean of theirs, so a face touching CSF or background (k = 0) carries no flux.
   Face coefficients ``c = harmonic(k_i, k_j) / h^2`` depend only on the anatomy and are computed
-  once (:class:`Stencil`); ``D_white`` scales them at run time. The arrays carry one layer of
+  once ([`Stencil`][sbi_tumor.solver.Stencil]); ``D_white`` scales them at run time. The arrays carry one layer of
   zero padding, which makes the outer boundary no-flux without branches in the kernel.
 * Each step is Lie splitting of an explicit diffusion step followed by the *exact* logistic
   solution over the step: ``v = u + dt D sum_f c_f (u_f - u)``, ``u' = v e / (1 + v (e - 1))``
@@ -25,7 +25,7 @@ Scheme
   exact domain of dependence and is exactly conservative.
 
 Two implementations of the same scheme: a parallel numba kernel (used by default) and a plain
-numpy reference (:func:`reference_step`) used by the tests.
+numpy reference ([`reference_step`][sbi_tumor.solver.reference_step]) used by the tests.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ __all__ = ["SolverConfig", "Stencil", "FKSolver", "seed_density", "reference_ste
 
 @dataclass(frozen=True)
 class SolverConfig:
-    """Numerical settings of :class:`FKSolver`.
+    """Numerical settings of [`FKSolver`][sbi_tumor.solver.FKSolver].
 
     Attributes:
         ratio: D_white / D_grey (10 by default).

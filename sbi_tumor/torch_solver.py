@@ -1,6 +1,6 @@
 """Batched Fisher-Kolmogorov solver in torch: many parameter sets on one anatomy at once.
 
-The scheme is that of :class:`sbi_tumor.solver.FKSolver` (finite volumes with harmonic face
+The scheme is that of [`sbi_tumor.solver.FKSolver`][sbi_tumor.solver.FKSolver] (finite volumes with harmonic face
 coefficients, Lie splitting of an explicit diffusion step and the exact logistic step, denormal
 flush, equal steps between output times, active box); the loop over parameter sets becomes a
 batch dimension, which pays off on a GPU. Results agree with ``FKSolver`` to float32 rounding
@@ -41,7 +41,7 @@ class TorchFKSolver:
 
     Args:
         anatomy: the tissue maps; the face coefficients are computed once and kept on ``device``.
-        config: numerical settings, shared with :class:`~sbi_tumor.solver.FKSolver` (``backend``
+        config: numerical settings, shared with [`FKSolver`][sbi_tumor.solver.FKSolver] (``backend``
             is ignored).
         device: torch device; ``"cuda"`` when available, else ``"cpu"``.
 

@@ -8,7 +8,7 @@ All days count from the *initial condition*:
 * with an ADC map (``adc``), days since the ADC scan (the first time point). The initial cell
   density is inversely proportional to ADC inside the T2 segmentation *of that scan*
   (``t2_initial``), scaled so that its maximum is 1, and 0 elsewhere
-  (:func:`sbi_tumor.io.adc_to_density`); ``day`` is the number of days between the ADC scan and
+  ([`sbi_tumor.io.adc_to_density`][sbi_tumor.io.adc_to_density]); ``day`` is the number of days between the ADC scan and
   the segmentations being fitted.
 
 Grids
@@ -54,7 +54,7 @@ from .solver import SolverConfig
 __all__ = ["Patient", "InferenceRun", "load_patient", "infer_patient", "load_run",
            "SyntheticPatient", "make_synthetic_patient", "POSTERIOR_FORMAT_VERSION"]
 
-#: Version of the layout of a posterior directory; :func:`load_run` refuses other versions.
+#: Version of the layout of a posterior directory; [`load_run`][sbi_tumor.workflow.load_run] refuses other versions.
 POSTERIOR_FORMAT_VERSION = 1
 _POSTERIOR_FORMAT = "sbi-tumor.posterior"
 # A T2 region mostly outside brain tissue means images not registered to the anatomy.
@@ -110,7 +110,7 @@ class Patient:
         return h.hexdigest()
 
     def save(self, path: str | Path) -> None:
-        """Write everything :meth:`load` needs to rebuild the simulator, compressed ``.npz``."""
+        """Write everything ``load`` needs to rebuild the simulator, compressed ``.npz``."""
         initial = self.initial
         np.savez_compressed(
             path, wm=self.anatomy.wm, gm=self.anatomy.gm, csf=self.anatomy.csf,
@@ -207,7 +207,7 @@ def _roi_size(anatomy: Anatomy, t2: np.ndarray, centre_mm: np.ndarray, margin_mm
 # -- inference --------------------------------------------------------------------------------
 @dataclass
 class InferenceRun:
-    """A fitted patient: the posterior and what produced it (see :func:`load_run`).
+    """A fitted patient: the posterior and what produced it (see [`load_run`][sbi_tumor.workflow.load_run]).
 
     Attributes:
         posterior: sbi ``DirectPosterior`` with ``default_x`` set to the observation.
@@ -235,13 +235,13 @@ def infer_patient(t1: str | Path, t2: str | Path, day: float, *, out_dir: str | 
     """Posterior over (D, rho, u_T1, u_T2) for one patient, written to ``out_dir``.
 
     Writes ``samples.csv`` (posterior samples), ``map.csv`` (MAP), ``posterior.pt`` (reload with
-    :func:`load_run`), ``summary.json``, ``pairplot.png``, ``slices.png``, ``report.md``,
+    [`load_run`][sbi_tumor.workflow.load_run]), ``summary.json``, ``pairplot.png``, ``slices.png``, ``report.md``,
     ``patient.npz`` and ``manifest.json``.
 
     Args:
-        t1, t2, day, adc, t2_initial, seed_mm, anatomy, ratio: the patient, see :func:`load_patient`.
+        t1, t2, day, adc, t2_initial, seed_mm, anatomy, ratio: the patient, see [`load_patient`][sbi_tumor.workflow.load_patient].
         out_dir: output directory (must not exist unless ``overwrite``).
-        prior: name of a preset of :data:`sbi_tumor.prior.PRESETS` or a prior distribution.
+        prior: name of a preset of ``sbi_tumor.prior.PRESETS`` or a prior distribution.
         config: inference settings (rounds, simulations per round, method, seed, ...).
         resume: continue an interrupted run from ``<out_dir>.partial``.
         overwrite: replace an existing ``out_dir``.
@@ -330,7 +330,7 @@ def _open_store(path: Path, grid_shape: Sequence[int], settings: dict, resume: b
 
 def _stored_simulate(store: SimulationStore, simulator: TumorSimulator, config: InferenceConfig,
                      progress: bool) -> Callable[[int, torch.Tensor], np.ndarray]:
-    """``simulate(round, theta)`` for :func:`run_sequential_npe` that stores each finished batch
+    """``simulate(round, theta)`` for [`run_sequential_npe`][sbi_tumor.inference.run_sequential_npe] that stores each finished batch
     and, on resume, reuses the stored rows (after checking they are the same draws)."""
 
     def simulate(r: int, theta: torch.Tensor) -> np.ndarray:
@@ -422,7 +422,7 @@ def _report(run: InferenceRun, prior_name: str, seconds: float, files: dict[str,
 
 
 def load_run(directory: str | Path) -> InferenceRun:
-    """A posterior directory written by :func:`infer_patient` (``sbi-tumor infer``).
+    """A posterior directory written by [`infer_patient`][sbi_tumor.workflow.infer_patient] (``sbi-tumor infer``).
 
     Raises:
         InputError: not such a directory, or written by an incompatible version.
@@ -458,7 +458,7 @@ def load_run(directory: str | Path) -> InferenceRun:
 # -- synthetic patient ------------------------------------------------------------------------
 @dataclass
 class SyntheticPatient:
-    """Paths and ground truth of :func:`make_synthetic_patient`; days count from the ADC scan.
+    """Paths and ground truth of [`make_synthetic_patient`][sbi_tumor.workflow.make_synthetic_patient]; days count from the ADC scan.
 
     Attributes:
         directory: where the NIfTI inputs and ``truth.json`` are.
