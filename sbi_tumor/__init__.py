@@ -19,7 +19,7 @@ from .embedding import LabelMapCNN3d, PaperMLPEmbedding, RadialProfileEmbedding,
 from .inference import InferenceConfig, InferenceResult, load_posterior, run_sequential_npe, save_result
 from .io import InputError, SimulationStore
 from .likelihood import BernoulliLikelihood
-from .observation import label_map, masks_to_labels
+from .observation import best_threshold, label_map, masks_to_labels
 from .parallel import SimulationError, simulate
 from .prediction import Prediction, dice, predict, save_prediction
 from .prior import PARAMETER_NAMES, PRESETS, LogUniformBox, make_prior
@@ -56,6 +56,7 @@ __all__ = [
     "TumorSimulator",
     "dice",
     "infer_patient",
+    "best_threshold",
     "label_map",
     "load_mni152",
     "load_nifti_anatomy",

@@ -6,7 +6,7 @@ with both methods at each simulation budget and writes ``results.json``, ``table
 ``samples.npz`` and plots to ``DIR``.
 
 The *matched problem*: the observed T1/T2 segmentations are drawn from the voxelwise Bernoulli
-likelihood of :mod:`sbi_tumor.likelihood` at the true parameters, TMCMC evaluates exactly that
+likelihood of [`sbi_tumor.likelihood`][sbi_tumor.likelihood] at the true parameters, TMCMC evaluates exactly that
 likelihood, and the NPE simulator draws its segmentations from the same likelihood. Both methods
 therefore target the same posterior, and a long TMCMC run (more samples, more Metropolis steps per
 stage, another seed) serves as the reference for C2ST. Both masks reach the network through one
@@ -56,7 +56,7 @@ CASE_SEEDS_MM: dict[str, tuple[float, float, float]] = {"paper": (-30.0, 20.0, 3
 
 @dataclass
 class BenchmarkConfig:
-    """Settings of :func:`run_npe_vs_mcmc`.
+    """Settings of [`run_npe_vs_mcmc`][sbi_tumor.benchmark.run_npe_vs_mcmc].
 
     Attributes:
         case: Name of a prior preset with a ground truth (``"paper"``).
@@ -161,8 +161,8 @@ def encode_masks(t1: np.ndarray, t2: np.ndarray) -> np.ndarray:
 class MatchedProblem:
     """A synthetic case whose observation is drawn from the Bernoulli likelihood at the truth.
 
-    Build with :meth:`create`. ``log_likelihood`` is what TMCMC samples with and
-    :meth:`npe_simulator` what NPE learns from; both use ``likelihood``.
+    Build with ``create``. ``log_likelihood`` is what TMCMC samples with and
+    ``npe_simulator`` what NPE learns from; both use ``likelihood``.
     """
 
     simulator: TumorSimulator

@@ -221,8 +221,10 @@ class RadialProfileEmbedding(nn.Module):
         num_classes: Number of labels, values ``0 .. num_classes - 1``; class 0
             (healthy) gets no features of its own.
         center: Voxel coordinates of the profile origin; default the grid centre, which
-            is the seed for :class:`~sbi_tumor.simulator.TumorSimulator`'s region.
+            is the seed for [`TumorSimulator`][sbi_tumor.simulator.TumorSimulator]'s region.
         shell_width: Shell width in voxels.
+        octants: Profile each octant around ``center`` separately (8x the profile
+            features): how far the tumour reaches towards white or grey matter.
         num_linear_layers: Hidden ReLU layers of the MLP.
         num_linear_units: Their width.
         output_dim: Number of summary features.
@@ -235,6 +237,7 @@ class RadialProfileEmbedding(nn.Module):
         num_classes: int = 3,
         center: Sequence[float] | None = None,
         shell_width: float = 1.0,
+        octants: bool = False,
         num_linear_layers: int = 2,
         num_linear_units: int = 64,
         output_dim: int = 20,
@@ -256,22 +259,27 @@ class RadialProfileEmbedding(nn.Module):
         offsets = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3) - origin
         shell = (offsets.norm(dim=1) / shell_width).floor().long()
         self.num_shells = int(shell.max()) + 1
-        counts = torch.bincount(shell, minlength=self.num_shells).clamp(min=1)
-        self.register_buffer("shell", shell, persistent=False)
-        self.register_buffer("inverse_shell_size", 1.0 / counts.float(), persistent=False)
+        self.num_bins = self.num_shells
+        if octants:  # profile bin = octant * num_shells + shell
+            octant = ((offsets >= 0).long() * torch.tensor([4, 2, 1])).sum(dim=1)
+            shell = octant * self.num_shells + shell
+            self.num_bins *= 8
+        counts = torch.bincount(shell, minlength=self.num_bins).clamp(min=1)
+        self.register_buffer("bin", shell, persistent=False)
+        self.register_buffer("inverse_bin_size", 1.0 / counts.float(), persistent=False)
         self.register_buffer("coords", (offsets / half.clamp(min=1)).float(), persistent=False)
         self.log_num_voxels = math.log1p(math.prod(input_shape))
 
         num_maps = in_channels * (num_classes - 1)
-        self.num_features = num_maps * (self.num_shells + 7)
+        self.num_features = num_maps * (self.num_bins + 7)
         self.head = _mlp(self.num_features, num_linear_layers, num_linear_units, output_dim)
 
     def features(self, x: Tensor) -> Tensor:
         """The fixed summary of label maps (see module docstring for shapes) -> (B, num_features)."""
         x = _as_volume(x, self.in_channels, self.input_shape)
         masks = _one_hot(x, self.num_classes)[:, :, 1:].flatten(1, 2).flatten(2).float()  # (B, M, N)
-        profile = torch.zeros(*masks.shape[:2], self.num_shells, device=x.device)
-        profile = profile.index_add(2, self.shell, masks) * self.inverse_shell_size
+        profile = torch.zeros(*masks.shape[:2], self.num_bins, device=x.device)
+        profile = profile.index_add(2, self.bin, masks) * self.inverse_bin_size
         volume = masks.sum(2)
         weights = masks / volume.clamp(min=1).unsqueeze(2)
         centroid = weights @ self.coords                                  # (B, M, 3)

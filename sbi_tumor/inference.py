@@ -34,7 +34,7 @@ METHODS: tuple[str, ...] = get_args(Method)
 
 @dataclass
 class InferenceConfig:
-    """Settings of :func:`run_sequential_npe`.
+    """Settings of [`run_sequential_npe`][sbi_tumor.inference.run_sequential_npe].
 
     Attributes:
         method: ``"NPE_B"`` (SNPE-B, importance-weighted MDN), ``"NPE_A"`` or ``"NPE_C"`` (APT).
@@ -132,7 +132,7 @@ def simulate_round(simulator: Callable, theta: torch.Tensor, batch_size: int = 1
     """Run the simulator over ``theta`` in batches; label maps kept as uint8 ``(N, 1, nx, ny, nz)``.
 
     ``on_batch(start, theta_batch, x_batch)`` is called as each batch finishes (e.g. to store it).
-    Locally or on a Dask cluster, with retries: see :func:`sbi_tumor.parallel.simulate`.
+    Locally or on a Dask cluster, with retries: see ``sbi_tumor.parallel.simulate``.
     """
     return parallel.simulate(simulator, theta, batch_size=batch_size, num_workers=num_workers,
                              client=client, progress=progress, desc=desc, on_batch=on_batch)
@@ -186,16 +186,16 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
 
     Args:
         simulator: ``simulator(theta (B, 4)) -> x (B, 1, nx, ny, nz)``.
-        prior: a ``torch.distributions`` prior over theta (see :func:`sbi_tumor.prior.make_prior`).
+        prior: a ``torch.distributions`` prior over theta (see [`sbi_tumor.prior.make_prior`][sbi_tumor.prior.make_prior]).
         x_o: the observed label map, ``(1, nx, ny, nz)`` or ``(1, 1, nx, ny, nz)``.
         config: the settings.
         progress: progress bars for simulations and training.
         simulate: ``simulate(round, theta) -> x uint8`` overriding how a round is simulated
-            (used to store/resume or to distribute simulations); defaults to :func:`simulate_round`.
+            (used to store/resume or to distribute simulations); defaults to [`simulate_round`][sbi_tumor.inference.simulate_round].
 
     Returns:
         ``(posterior, result)``: an sbi ``DirectPosterior`` with ``default_x = x_o`` and an
-        :class:`InferenceResult`.
+        [`InferenceResult`][sbi_tumor.inference.InferenceResult].
     """
     config = config or InferenceConfig()
     x_o = torch.as_tensor(x_o, dtype=torch.float32)
@@ -283,7 +283,7 @@ def _round_summary(summary: dict, round_: int, previous: list[dict]) -> dict:
 
 
 def save_result(directory: str | Path, posterior, result: InferenceResult) -> None:
-    """Write ``posterior.pt`` (reload with :func:`load_posterior`), ``samples.csv``, ``summary.json``."""
+    """Write ``posterior.pt`` (reload with [`load_posterior`][sbi_tumor.inference.load_posterior]), ``samples.csv``, ``summary.json``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     torch.save({"posterior": posterior, "result": result, "format": 1}, directory / "posterior.pt")
@@ -293,7 +293,7 @@ def save_result(directory: str | Path, posterior, result: InferenceResult) -> No
 
 
 def load_posterior(directory: str | Path):
-    """``(posterior, result)`` saved by :func:`save_result`."""
+    """``(posterior, result)`` saved by [`save_result`][sbi_tumor.inference.save_result]."""
     blob = torch.load(Path(directory) / "posterior.pt", weights_only=False)
     return blob["posterior"], blob["result"]
 

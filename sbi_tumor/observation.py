@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["check_thresholds", "label_map", "masks_to_labels", "labels_to_masks"]
+__all__ = ["best_threshold", "check_thresholds", "label_map", "masks_to_labels", "labels_to_masks"]
 
 
 def check_thresholds(u_t1, u_t2) -> None:
@@ -49,3 +49,20 @@ def masks_to_labels(t1_mask: np.ndarray, t2_mask: np.ndarray) -> np.ndarray:
 def labels_to_masks(labels) -> tuple:
     """Inverse of [`masks_to_labels`][sbi_tumor.observation.masks_to_labels]: (T1 mask, T2 mask) as booleans."""
     return labels >= 2, labels >= 1
+
+
+def best_threshold(u: np.ndarray, mask: np.ndarray, low: float = 0.0, high: float = 1.0) -> tuple[float, int]:
+    """The threshold ``c`` in ``[low, high]`` for which ``u >= c`` reproduces ``mask`` best.
+
+    Returns ``(c, wrong)``: ``wrong = #(u >= c outside mask) + #(u < c inside mask)`` voxels, the
+    fewest over all ``c`` in range. Exact: the count only changes at voxel values, so those
+    (and the bounds) are the only candidates. Used to ask which densities could have produced a
+    segmentation whatever the threshold (``benchmarks/identifiability.py``).
+    """
+    u, mask = np.asarray(u).ravel(), np.asarray(mask, dtype=bool).ravel()
+    inside, outside = np.sort(u[mask]), np.sort(u[~mask])
+    candidates = np.concatenate([[low, high], inside[(inside >= low) & (inside <= high)]])
+    wrong = (len(outside) - np.searchsorted(outside, candidates, side="left")) + \
+        np.searchsorted(inside, candidates, side="left")
+    best = int(np.argmin(wrong))
+    return float(candidates[best]), int(wrong[best])

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from sbi_tumor.observation import label_map, labels_to_masks, masks_to_labels
+from sbi_tumor.observation import best_threshold, label_map, labels_to_masks, masks_to_labels
 
 
 def test_label_map_thresholds():
@@ -33,3 +33,17 @@ def test_masks_round_trip():
     m1, m2 = labels_to_masks(labels)
     np.testing.assert_array_equal(m1, t1 > 0)
     np.testing.assert_array_equal(m2, t2 > 0)
+
+
+def test_best_threshold_is_exact_and_respects_the_range():
+    u = np.array([0.1, 0.3, 0.4, 0.6, 0.8])
+    # Mask {0.4, 0.6, 0.8}: any c in (0.3, 0.4] reproduces it; 0.4 is the candidate found.
+    assert best_threshold(u, u >= 0.35) == (0.4, 0)
+    # Not reachable from [0.5, 0.9]: any c in [0.5, 0.6] misses the 0.4 voxel only.
+    c, wrong = best_threshold(u, u >= 0.35, low=0.5, high=0.9)
+    assert wrong == 1 and 0.5 <= c <= 0.6
+    # A mask no threshold gives: best is one wrong voxel, agreeing with a brute-force scan.
+    mask = np.array([False, True, False, True, True])
+    c, wrong = best_threshold(u, mask)
+    brute = min(int(((u >= t) != mask).sum()) for t in np.linspace(0, 1, 1001))
+    assert wrong == brute == 1 and int(((u >= c) != mask).sum()) == 1
