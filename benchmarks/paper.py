@@ -46,7 +46,7 @@ def run(truth, method: str, args, simulator: TumorSimulator, out: Path) -> dict:
     x_o = simulator(theta_true)
     config = InferenceConfig(method=method, num_rounds=args.rounds, num_simulations=args.simulations,
                              embedding=args.embedding, embedding_kwargs=json.loads(args.embedding_kwargs),
-                             num_components=1 if method == "NPE_A" else 5,
+                             num_components=1 if method == "NPE_A" else 5, log_space=args.log_space,
                              seed=args.seed)
     t0 = time.perf_counter()
     _, result = run_sequential_npe(simulator, prior, x_o, config, progress=not args.quiet)
@@ -92,6 +92,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--embedding", default="mlp", choices=sorted(EMBEDDINGS))
     parser.add_argument("--embedding-kwargs", default="{}", metavar="JSON",
                         help='arguments of the embedding net, e.g. \'{"octants": true}\'')
+    parser.add_argument("--log-space", action="store_true", help="train on (log D, log rho, u_T1, u_T2)")
     parser.add_argument("--roi-mm", type=float, default=64.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,

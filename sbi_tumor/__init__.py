@@ -16,7 +16,8 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from .anatomy import Anatomy, AnatomyError, load_mni152, load_nifti_anatomy
 from .baselines import TMCMCResult, tmcmc
 from .embedding import LabelMapCNN3d, PaperMLPEmbedding, RadialProfileEmbedding, make_embedding
-from .inference import InferenceConfig, InferenceResult, load_posterior, run_sequential_npe, save_result
+from .inference import (InferenceConfig, InferenceResult, LogRatesPosterior, load_posterior, run_sequential_npe,
+                        save_result)
 from .io import InputError, SimulationStore
 from .likelihood import BernoulliLikelihood
 from .observation import best_threshold, label_map, masks_to_labels
@@ -37,6 +38,7 @@ __all__ = [
     "FKSolver",
     "InferenceConfig",
     "InferenceResult",
+    "LogRatesPosterior",
     "InitialCondition",
     "InferenceRun",
     "InputError",

@@ -83,10 +83,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def _inference_config(args: argparse.Namespace):
     from .inference import InferenceConfig
 
+    if args.log_space and args.method == "NPE_A":
+        raise ValueError("--log-space works with --method NPE_B or NPE_C: NPE_A's analytic correction "
+                         "needs a prior that is uniform in (log D, log rho), and the presets are uniform in (D, rho).")
     return InferenceConfig(method=args.method, num_rounds=args.rounds, num_simulations=args.simulations,
                            embedding=args.embedding, max_num_epochs=args.max_epochs, seed=args.seed,
                            embedding_kwargs={"hidden": args.mlp_hidden} if args.embedding == "mlp" else {},
-                           num_workers=args.workers, client=args.scheduler)
+                           num_workers=args.workers, client=args.scheduler, log_space=args.log_space)
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
@@ -231,6 +234,9 @@ def add_inference_arguments(parser: argparse.ArgumentParser, rounds: int, simula
                        help=f"embedding net of the label maps (default {embedding})")
     group.add_argument("--mlp-hidden", type=int, default=mlp_hidden,
                        help=f"tanh units of the mlp embedding (default {mlp_hidden}; the paper's: 100)")
+    group.add_argument("--log-space", action="store_true",
+                       help="train on (log D, log rho, u_T1, u_T2), where the posterior ridge at a fixed "
+                            "front speed is straight (NPE_B and NPE_C)")
     group.add_argument("--max-epochs", type=int, default=max_epochs,
                        help=f"most training epochs per round (default {max_epochs})")
     group.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -5,6 +5,10 @@ Round 1 samples the prior; every later round samples the current posterior at th
 ``NPE_B`` (the default) trains a mixture-density network with the importance-weighted loss
 prior/proposal of Lueckmann et al. 2017 (the paper's eq. 3); ``NPE_A`` fits a Gaussian-mixture
 proposal posterior and corrects it analytically; ``NPE_C`` is APT (atomic proposals).
+
+With ``log_space=True`` the networks learn ``(log D, log rho, u_T1, u_T2)``: at a fixed front
+speed ``2 sqrt(D rho)`` the posterior ridge is curved in (D, rho) but straight in the logs, where
+a Gaussian mixture fits it with few components. The returned posterior still speaks theta.
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ from typing import Any, Callable, Literal, Sequence, get_args
 
 import numpy as np
 import torch
+from sbi.utils import BoxUniform
 from torch.distributions import Distribution
 
 from .embedding import make_embedding
+from .prior import log_rates, log_rates_prior, rates
 from . import parallel
 
-__all__ = ["InferenceConfig", "InferenceResult", "run_sequential_npe", "simulate_round"]
+__all__ = ["InferenceConfig", "InferenceResult", "LogRatesPosterior", "run_sequential_npe", "simulate_round"]
 
 Method = Literal["NPE_A", "NPE_B", "NPE_C"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -45,6 +51,8 @@ class InferenceConfig:
         embedding: ``"cnn"`` (3D CNN on one-hot label maps), ``"mlp"`` (the paper's network) or
             ``"radial"`` (radial label profiles around the seed, then an MLP).
         embedding_kwargs: extra arguments for the embedding net.
+        log_space: train on ``(log D, log rho, u_T1, u_T2)`` (see the module docstring); the
+            MAP is then the mode in those coordinates. ``NPE_A`` needs a log-uniform prior for it.
         max_num_epochs, stop_after_epochs, training_batch_size, learning_rate: passed to ``train``.
         num_posterior_samples: samples drawn from the final posterior for the result.
         simulation_batch_size: parameter sets per simulator call (and per task on workers).
@@ -63,6 +71,7 @@ class InferenceConfig:
     hidden_features: int = 64
     embedding: str = "cnn"
     embedding_kwargs: dict = field(default_factory=dict)
+    log_space: bool = False
     max_num_epochs: int = 200
     stop_after_epochs: int = 20
     training_batch_size: int = 50
@@ -138,6 +147,38 @@ def simulate_round(simulator: Callable, theta: torch.Tensor, batch_size: int = 1
                              client=client, progress=progress, desc=desc, on_batch=on_batch)
 
 
+class LogRatesPosterior:
+    """Theta-space view of an sbi posterior trained on ``phi = (log D, log rho, u_T1, u_T2)``.
+
+    ``sample``, ``log_prob``, ``map`` and ``set_default_x`` behave as on an sbi posterior over
+    theta; the posterior over phi is ``.posterior``.
+    """
+
+    def __init__(self, posterior: Any):
+        self.posterior = posterior
+
+    @property
+    def default_x(self) -> torch.Tensor | None:
+        return self.posterior.default_x
+
+    def set_default_x(self, x: torch.Tensor) -> "LogRatesPosterior":
+        self.posterior.set_default_x(x)
+        return self
+
+    def sample(self, sample_shape=torch.Size(), x: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        """Samples of theta, ``(*sample_shape, 4)``."""
+        return rates(self.posterior.sample(sample_shape, x=x, **kwargs))
+
+    def log_prob(self, theta: torch.Tensor, x: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        """``log p(theta | x) = log p(phi | x) - log D - log rho``."""
+        theta = torch.as_tensor(theta, dtype=torch.float32)
+        return self.posterior.log_prob(log_rates(theta), x=x, **kwargs) - theta[..., :2].log().sum(-1)
+
+    def map(self, **kwargs) -> torch.Tensor:
+        """The mode in phi, mapped to theta."""
+        return rates(self.posterior.map(**kwargs))
+
+
 class CurveTracker:
     """An sbi ``Tracker`` that keeps the training curves in memory (no TensorBoard files)."""
 
@@ -209,6 +250,12 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
                                   desc=f"round {r + 1}/{config.num_rounds} simulations",
                                   num_workers=config.num_workers, client=config.client)
 
+    if config.log_space:
+        prior = log_rates_prior(prior)
+        if config.method == "NPE_A" and not isinstance(prior, BoxUniform):
+            raise ValueError("NPE_A with log_space=True needs a prior that is uniform in (log D, log rho): "
+                             "use make_prior(..., log_uniform=True), or method 'NPE_B' / 'NPE_C'.")
+    to_theta = rates if config.log_space else (lambda theta: theta)
     trainer = _trainer(prior, x_o, config, progress)
     proposal: Any = prior
     posterior = None
@@ -221,7 +268,7 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
                 prior.sample((config.num_simulations,))
         theta = theta.reshape(config.num_simulations, -1).to(torch.float32)
         t0 = time.perf_counter()
-        x = torch.from_numpy(simulate(r, theta)).to(torch.float32)
+        x = torch.from_numpy(simulate(r, to_theta(theta))).to(torch.float32)
         t_sim += time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -237,13 +284,15 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
             posterior = trainer.build_posterior()  # no argument: passing the net breaks round 2
             proposal = posterior.set_default_x(x_o)
         t_train += time.perf_counter() - t0
-        thetas.append(theta)
+        thetas.append(to_theta(theta))
         training.append(_round_summary(trainer._summary, r + 1, training))
 
     with _explained_failures(config.method, config.num_rounds), _quiet(progress):
         samples = posterior.sample((config.num_posterior_samples,), x=x_o, show_progress_bars=False)
         posterior.set_default_x(x_o)  # sbi 0.27's map() no longer takes x
         map_ = posterior.map(show_progress_bars=False, num_init_samples=500, num_iter=200)
+    if config.log_space:
+        posterior, samples, map_ = LogRatesPosterior(posterior), rates(samples), rates(map_)
     result = InferenceResult(
         method=config.method, samples=samples, map=map_.reshape(-1), theta_per_round=thetas,
         training=training, wall_time=time.perf_counter() - start, simulation_time=t_sim,

@@ -27,7 +27,10 @@ __all__ = [
     "PRESETS",
     "LogUniformBox",
     "PriorPreset",
+    "log_rates",
+    "log_rates_prior",
     "make_prior",
+    "rates",
 ]
 
 PARAMETER_NAMES: tuple[str, ...] = ("D", "rho", "u_T1", "u_T2")
@@ -224,3 +227,71 @@ def make_prior(
         log_dims = torch.tensor([True, True, False, False], device=device)
         return LogUniformBox(low, high, log_dims)
     return BoxUniform(low=low, high=high, device=str(device))
+
+
+def log_rates(theta: Tensor) -> Tensor:
+    """``(D, rho, u_T1, u_T2) -> (log D, log rho, u_T1, u_T2)``, shape ``(..., 4)``."""
+    return torch.cat([theta[..., :2].log(), theta[..., 2:]], dim=-1)
+
+
+def rates(phi: Tensor) -> Tensor:
+    """Inverse of [`log_rates`][sbi_tumor.prior.log_rates]."""
+    return torch.cat([phi[..., :2].exp(), phi[..., 2:]], dim=-1)
+
+
+class _LogRatesPrior(Distribution):
+    """A ``BoxUniform`` over theta seen in ``phi = log_rates(theta)``: ``p(phi) = p(theta) D rho``."""
+
+    arg_constraints = {}
+    has_rsample = False
+
+    def __init__(self, prior: BoxUniform):
+        self.prior = prior
+        a, b = prior.support.base_constraint.lower_bound, prior.support.base_constraint.upper_bound
+        self.low, self.high = log_rates(a), log_rates(b)
+        # Moments of log x for x uniform on [a, b] (sbi z-scores theta with them).
+        a2, b2 = a[:2].double(), b[:2].double()
+        m1 = (b2 * b2.log() - b2 - a2 * a2.log() + a2) / (b2 - a2)
+        m2 = (b2 * (b2.log() ** 2 - 2 * b2.log() + 2) - a2 * (a2.log() ** 2 - 2 * a2.log() + 2)) / (b2 - a2)
+        self._mean = torch.cat([m1.to(a.dtype), (a[2:] + b[2:]) / 2])
+        self._variance = torch.cat([(m2 - m1**2).to(a.dtype), (b[2:] - a[2:]) ** 2 / 12])
+        super().__init__(event_shape=self.low.shape, validate_args=False)
+
+    @property
+    def mean(self) -> Tensor:
+        return self._mean
+
+    @property
+    def variance(self) -> Tensor:
+        return self._variance
+
+    @constraints.dependent_property(is_discrete=False, event_dim=1)
+    def support(self) -> constraints.Constraint:
+        return constraints.independent(constraints.interval(self.low, self.high), 1)
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+        return log_rates(self.prior.sample(sample_shape))
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        value = torch.as_tensor(value, dtype=self.low.dtype, device=self.low.device)
+        inside = ((value >= self.low) & (value <= self.high)).all(-1)
+        # Clamp into the box so that rates() of far-off values stays finite.
+        log_p = self.prior.log_prob(rates(torch.minimum(torch.maximum(value, self.low), self.high)))
+        log_p = log_p + value[..., 0] + value[..., 1]
+        return torch.where(inside, log_p, torch.full_like(log_p, -math.inf))
+
+
+def log_rates_prior(prior: Distribution) -> Distribution:
+    """The prior of ``phi = (log D, log rho, u_T1, u_T2)`` for a box prior over theta.
+
+    The log-uniform box of ``make_prior(..., log_uniform=True)`` becomes a ``BoxUniform`` (which
+    ``NPE_A`` needs); a ``BoxUniform`` over theta gets the change of variables
+    ``p(phi) = p(theta) D rho``.
+    """
+    if isinstance(prior, LogUniformBox) and prior.log_dims.tolist() == [True, True, False, False]:
+        low, high = log_rates(prior.low), log_rates(prior.high)
+        return BoxUniform(low=low, high=high, device=str(low.device))
+    if isinstance(prior, BoxUniform) and torch.all(prior.support.base_constraint.lower_bound[:2] > 0):
+        return _LogRatesPrior(prior)
+    raise ValueError("Training on (log D, log rho) needs a make_prior(...) prior (BoxUniform or log-uniform) "
+                     f"with D > 0 and rho > 0, got {prior}.")

@@ -17,7 +17,8 @@ from sbi_tumor.io import SimulationStore, save_nifti
 from sbi_tumor.workflow import load_run, make_synthetic_patient
 from tiny_patient import SCAN_DAYS, tiny_anatomy, write_anatomy
 
-FAST = ["--rounds", "1", "--simulations", "30", "--embedding", "mlp", "--max-epochs", "3", "--quiet"]
+# --log-space: the CLI tests also cover the theta-space wrapper of a posterior trained on log rates.
+FAST = ["--rounds", "1", "--simulations", "30", "--embedding", "mlp", "--max-epochs", "3", "--log-space", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +62,8 @@ def write_bad(case, tmp_path, what):
     elif what == "not binary":
         path = save_nifti(tmp_path / "t1.nii.gz", np.full((4, 4, 4), 0.5, np.float32), np.eye(4))
         args[args.index("--t1") + 1] = str(path)
+    elif what == "log space":
+        args += ["--log-space", "--method", "NPE_A"]
     elif what == "day":
         args[args.index("--day") + 1] = "-1"
     elif what == "seed":
@@ -70,6 +73,7 @@ def write_bad(case, tmp_path, what):
 
 
 @pytest.mark.parametrize("what, message", [
+    ("log space", "--log-space works with --method NPE_B or NPE_C"),
     ("missing", "file not found"),
     ("not binary", "is not binary"),
     ("day", "before the initial condition"),

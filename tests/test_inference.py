@@ -76,3 +76,31 @@ def test_npe_a_correction_failure_becomes_an_actionable_error():
     with pytest.raises(ValueError, match="unrelated"):  # other errors pass through unchanged
         with _explained_failures("NPE_A", 1):
             raise ValueError("unrelated")
+
+
+def test_log_space_trains_on_log_rates_and_returns_theta(problem, tmp_path):
+    sim, prior, x_o = problem
+    seen = []
+
+    def simulate(r, theta):
+        seen.append(theta)
+        return sim(theta).numpy().astype("uint8")
+
+    config = quick("NPE_C", log_space=True, num_simulations=80, max_num_epochs=20)
+    posterior, result = run_sequential_npe(sim, prior, x_o, config, progress=False, simulate=simulate)
+    # The simulator and the result see theta, inside the prior's box, not log D / log rho.
+    low, high = prior.support.base_constraint.lower_bound, prior.support.base_constraint.upper_bound
+    for theta in seen + result.theta_per_round + [result.samples, result.map[None]]:
+        assert ((theta >= low) & (theta <= high)).all()
+    assert torch.equal(seen[1], result.theta_per_round[1])
+    # log p(theta | x) is the phi-space density minus log D + log rho (change of variables).
+    theta = result.samples[:5]
+    phi = torch.cat([theta[:, :2].log(), theta[:, 2:]], 1)
+    expected = posterior.posterior.log_prob(phi, x=x_o) - theta[:, :2].log().sum(1)
+    torch.testing.assert_close(posterior.log_prob(theta, x=x_o), expected)
+    assert posterior.sample((7,), x=x_o, show_progress_bars=False).shape == (7, 4)
+    save_result(tmp_path, posterior, result)
+    loaded, _ = load_posterior(tmp_path)
+    assert loaded.set_default_x(x_o).sample((3,), show_progress_bars=False).shape == (3, 4)
+    with pytest.raises(ValueError, match="log_uniform=True"):
+        run_sequential_npe(sim, prior, x_o, quick("NPE_A", log_space=True), progress=False)

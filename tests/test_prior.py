@@ -13,7 +13,10 @@ from sbi_tumor.prior import (
     PRESETS,
     LogUniformBox,
     PriorPreset,
+    log_rates,
+    log_rates_prior,
     make_prior,
+    rates,
 )
 
 
@@ -136,3 +139,33 @@ def test_bounds_override():
 def test_invalid_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         make_prior(**kwargs)
+
+
+def test_log_rates_prior_of_a_box_uniform():
+    prior = make_prior("paper")
+    phi_prior = log_rates_prior(prior)
+    torch.manual_seed(0)
+    phi = phi_prior.sample((200_000,))
+    # Exact moments of log x for uniform x match the samples' (sbi z-scores theta with them).
+    torch.testing.assert_close(phi_prior.mean, phi.mean(0), atol=5e-3, rtol=0)
+    torch.testing.assert_close(phi_prior.stddev, phi.std(0), atol=5e-3, rtol=0)
+    # Change of variables, and -inf outside the box.
+    theta = torch.tensor([[2.0, 0.6, 0.7, 0.25]])
+    torch.testing.assert_close(phi_prior.log_prob(log_rates(theta)),
+                               prior.log_prob(theta) + math.log(2.0) + math.log(0.6))
+    assert phi_prior.log_prob(torch.tensor([[5.0, 0.0, 0.7, 0.25]])).item() == -math.inf
+    torch.testing.assert_close(rates(log_rates(theta)), theta)
+    # Its density integrates to one over the box.
+    box = phi_prior.support.base_constraint
+    u = box.lower_bound + torch.rand(400_000, 4) * (box.upper_bound - box.lower_bound)
+    volume = (box.upper_bound - box.lower_bound).prod()
+    assert (phi_prior.log_prob(u).exp().mean() * volume).item() == pytest.approx(1.0, abs=0.01)
+
+
+def test_log_rates_prior_of_a_log_uniform_box_is_box_uniform():
+    phi_prior = log_rates_prior(make_prior("paper", log_uniform=True))
+    assert isinstance(phi_prior, BoxUniform)
+    torch.testing.assert_close(phi_prior.support.base_constraint.lower_bound,
+                               torch.tensor([math.log(0.2), math.log(0.1), 0.5, 0.05]))
+    with pytest.raises(ValueError, match="needs a make_prior"):
+        log_rates_prior(torch.distributions.Normal(torch.zeros(4), 1.0))
