@@ -36,6 +36,7 @@ from sbi_tumor.prior import PRESETS, make_prior
 from sbi_tumor.simulator import TumorSimulator
 
 SEED_MM = (-30.0, 20.0, 30.0)
+NAMES = ("D", "rho", "u_T1", "u_T2")
 TRUTHS = [PRESETS["paper"].truth, (1.0, 0.9, 0.75, 0.3), (3.0, 0.3, 0.6, 0.15)]
 
 
@@ -82,6 +83,36 @@ def targets(r: dict) -> dict:
             "under_15_minutes": r["wall_time_s"] < 900}
 
 
+def markdown_table(paths: list[str]) -> str:
+    """One table row per run of the given ``results.json`` files."""
+    rows = ["| method | embedding | truth (D, rho, u_T1, u_T2) | MAP | truth in all 90% intervals "
+            "| front speed error MAP / median | infiltration length error MAP / median | Dice day 9 (MAP) "
+            "| Dice day 11 T2 / T1 | wall [s] | all targets |", "|" + " --- |" * 11]
+    for path in paths:
+        results = json.loads(Path(path).read_text())
+        embedding = results.get("embedding", "mlp") + (" (log space)" if results.get("log_space") else "")
+        for r in results["runs"]:
+            truth = ", ".join(f"{v:g}" for v in r["truth"])
+            if "failed" in r:
+                rows.append(f"| {r['method']} | {embedding} | {truth} | failed: {r['failed'][:60]}… |" + " |" * 7)
+                continue
+            m, t = r["metrics"], r["targets"]
+
+            def pct(name: str, key: str) -> str:
+                return f"{100 * m[name][key]:.0f}%" if key in m[name] else "–"  # older results lack medians
+
+            map_ = ", ".join(f"{m[n]['map']:.2f}" for n in NAMES)
+            day9 = f"{r['dice_day9_T2']:.2f}" if "dice_day9_T2" in r else "–"
+            rows.append(
+                f"| {r['method']} | {embedding} | {truth} | {map_} "
+                f"| {'yes' if t['truth_in_every_90_interval'] else 'no'} "
+                f"| {pct('front_speed', 'map_rel_error')} / {pct('front_speed', 'median_rel_error')} "
+                f"| {pct('infiltration_length', 'map_rel_error')} / {pct('infiltration_length', 'median_rel_error')} "
+                f"| {day9} | {r['dice_day11_T2']:.2f} / {r['dice_day11_T1']:.2f} "
+                f"| {r['wall_time_s']:.0f} | {'yes' if all(t.values()) else 'no'} |")
+    return "\n".join(rows)
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="benchmarks/results/paper")
@@ -98,7 +129,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=1,
                         help="numba and torch threads (1: fastest for a small ROI on a busy machine)")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--table", nargs="+", metavar="RESULTS_JSON",
+                        help="only print the markdown table of earlier results and exit")
     args = parser.parse_args(argv)
+    if args.table:
+        print(markdown_table(args.table))
+        return {}
     import numba
 
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
@@ -108,6 +144,8 @@ def main(argv=None) -> dict:
     simulator = TumorSimulator(load_mni152(2.0), seed_mm=SEED_MM, day=PRESETS["paper"].day,
                                roi_size_mm=args.roi_mm)
     results = {"benchmark": "paper", "anatomy": "MNI152 2 mm", "seed_mm": SEED_MM, "threads": args.threads,
+               "embedding": args.embedding, "embedding_kwargs": json.loads(args.embedding_kwargs),
+               "log_space": args.log_space,
                "command": "python benchmarks/paper.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                "roi_shape": list(simulator.roi.shape), "observation_day": PRESETS["paper"].day,
                "validation_day": PRESETS["paper"].validation_day, "runs": []}

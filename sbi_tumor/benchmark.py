@@ -68,6 +68,7 @@ class BenchmarkConfig:
         roi_size_mm: Edge of the cubic region the forward model runs on.
         npe_method: ``"NPE_B"`` (the paper's), ``"NPE_A"`` or ``"NPE_C"``.
         npe_rounds: Rounds of sequential NPE (the budget is split evenly over them).
+        npe_log_space: Train NPE on ``(log D, log rho, u_T1, u_T2)``.
         embedding: ``"mlp"`` (the paper's one tanh layer) or ``"cnn"``.
         max_num_epochs: Cap on training epochs per NPE round.
         stop_after_epochs: Early-stopping patience of NPE.
@@ -91,6 +92,7 @@ class BenchmarkConfig:
     roi_size_mm: float = 64.0
     npe_method: str = "NPE_B"
     npe_rounds: int = 4
+    npe_log_space: bool = False
     embedding: str = "mlp"
     max_num_epochs: int = 200
     stop_after_epochs: int = 20
@@ -279,7 +281,7 @@ def run_npe(problem: MatchedProblem, budget: int, config: BenchmarkConfig, seed:
     embedding_kwargs = {} if config.embedding == "mlp" else {"num_classes": 4}
     npe_config = InferenceConfig(
         method=config.npe_method, num_components=1 if config.npe_method == "NPE_A" else 5,
-        num_rounds=config.npe_rounds, num_simulations=budget // config.npe_rounds,
+        num_rounds=config.npe_rounds, log_space=config.npe_log_space, num_simulations=budget // config.npe_rounds,
         embedding=config.embedding, embedding_kwargs=embedding_kwargs,
         max_num_epochs=config.max_num_epochs, stop_after_epochs=config.stop_after_epochs,
         num_posterior_samples=config.num_posterior_samples, seed=seed)
@@ -287,7 +289,8 @@ def run_npe(problem: MatchedProblem, budget: int, config: BenchmarkConfig, seed:
                                    progress=False)
     return {"samples": result.samples.double().numpy(), "map": result.map.double().numpy(),
             "num_simulations": result.num_simulations, "wall_time_s": result.wall_time,
-            "extra": {"npe_method": config.npe_method, "rounds": config.npe_rounds, "embedding": config.embedding,
+            "extra": {"npe_method": config.npe_method, "rounds": config.npe_rounds,
+                      "log_space": config.npe_log_space, "embedding": config.embedding,
                       "simulation_time_s": result.simulation_time, "training_time_s": result.training_time,
                       "epochs_per_round": [t.get("epochs_trained") for t in result.training]}}
 
@@ -510,6 +513,7 @@ def add_benchmark_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=METHODS,
                    help=f"sequential NPE variant (default {defaults.npe_method})")
     p.add_argument("--rounds", type=int, help=f"NPE rounds (default {defaults.npe_rounds})")
+    p.add_argument("--log-space", action="store_true", help="train NPE on (log D, log rho, u_T1, u_T2)")
     p.add_argument("--embedding", choices=sorted(EMBEDDINGS), help=f"NPE embedding net (default {defaults.embedding})")
     p.add_argument("--reference-samples", type=int,
                    help=f"population of the reference TMCMC run (default {defaults.reference_samples})")
@@ -524,6 +528,7 @@ def add_benchmark_parser(subparsers: argparse._SubParsersAction) -> None:
 def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
     options = {"case": args.case, "seed": args.seed, "budgets": args.budgets, "tmcmc_factor": args.tmcmc_factor,
                "npe_method": args.method, "npe_rounds": args.rounds, "embedding": args.embedding,
+               "npe_log_space": args.log_space or None,
                "reference_samples": args.reference_samples, "threads": args.threads}
     options = {k: v for k, v in options.items() if v is not None}
     return BenchmarkConfig.quick(**options) if args.quick else BenchmarkConfig(**options)
@@ -539,6 +544,8 @@ def command_line(args: argparse.Namespace) -> str:
     for flag in ("tmcmc_factor", "method", "rounds", "embedding", "reference_samples", "threads"):
         if getattr(args, flag) is not None:
             words.append(f"--{flag.replace('_', '-')} {getattr(args, flag)}")
+    if args.log_space:
+        words.append("--log-space")
     words += [f"--seed {args.seed}", f"--out {args.out}"]
     return " ".join(words)
 

@@ -58,9 +58,11 @@ def test_parser_registers_npe_vs_mcmc():
     config = benchmark.config_from_args(args)
     assert config.budgets == (500, 1000) and config.embedding == "mlp"
     assert benchmark.command_line(args).startswith("sbi-tumor benchmark npe-vs-mcmc --case paper --budgets 500 1000")
-    args = parser.parse_args(["benchmark", "npe-vs-mcmc", "--method", "NPE_C", "--embedding", "radial", "--out", "x"])
+    args = parser.parse_args(["benchmark", "npe-vs-mcmc", "--method", "NPE_C", "--embedding", "radial",
+                              "--log-space", "--out", "x"])
     config = benchmark.config_from_args(args)
-    assert config.npe_method == "NPE_C" and config.embedding == "radial"
+    assert config.npe_method == "NPE_C" and config.embedding == "radial" and config.npe_log_space
+    assert benchmark.command_line(args).endswith("--log-space --seed 0 --out x")
     assert "--method NPE_C --embedding radial" in benchmark.command_line(args)
 
 
