@@ -48,6 +48,8 @@ def run(truth, method: str, args, simulator: TumorSimulator, out: Path) -> dict:
     config = InferenceConfig(method=method, num_rounds=args.rounds, num_simulations=args.simulations,
                              embedding=args.embedding, embedding_kwargs=json.loads(args.embedding_kwargs),
                              num_components=1 if method == "NPE_A" else 5, log_space=args.log_space,
+                             stop_after_epochs=args.stop_after_epochs, max_num_epochs=args.max_epochs,
+                             training_batch_size=args.batch_size,
                              seed=args.seed)
     t0 = time.perf_counter()
     _, result = run_sequential_npe(simulator, prior, x_o, config, progress=not args.quiet)
@@ -85,16 +87,18 @@ def targets(r: dict) -> dict:
 
 def markdown_table(paths: list[str]) -> str:
     """One table row per run of the given ``results.json`` files."""
-    rows = ["| method | embedding | truth (D, rho, u_T1, u_T2) | MAP | truth in all 90% intervals "
+    rows = ["| method | embedding, training | truth (D, rho, u_T1, u_T2) | MAP | truth in all 90% intervals "
             "| front speed error MAP / median | infiltration length error MAP / median | Dice day 9 (MAP) "
             "| Dice day 11 T2 / T1 | wall [s] | all targets |", "|" + " --- |" * 11]
     for path in paths:
         results = json.loads(Path(path).read_text())
-        embedding = results.get("embedding", "mlp") + (" (log space)" if results.get("log_space") else "")
+        settings = " ".join([results.get("embedding", "mlp"), *results.get("embedding_kwargs", {})] +
+                            ["log space"] * results.get("log_space", False) +
+                            [f"patience {results.get('stop_after_epochs', 20)}, batch {results.get('batch_size', 50)}"])
         for r in results["runs"]:
             truth = ", ".join(f"{v:g}" for v in r["truth"])
             if "failed" in r:
-                rows.append(f"| {r['method']} | {embedding} | {truth} | failed: {r['failed'][:60]}… |" + " |" * 7)
+                rows.append(f"| {r['method']} | {settings} | {truth} | failed: {r['failed'][:60]}… |" + " |" * 7)
                 continue
             m, t = r["metrics"], r["targets"]
 
@@ -104,7 +108,7 @@ def markdown_table(paths: list[str]) -> str:
             map_ = ", ".join(f"{m[n]['map']:.2f}" for n in NAMES)
             day9 = f"{r['dice_day9_T2']:.2f}" if "dice_day9_T2" in r else "–"
             rows.append(
-                f"| {r['method']} | {embedding} | {truth} | {map_} "
+                f"| {r['method']} | {settings} | {truth} | {map_} "
                 f"| {'yes' if t['truth_in_every_90_interval'] else 'no'} "
                 f"| {pct('front_speed', 'map_rel_error')} / {pct('front_speed', 'median_rel_error')} "
                 f"| {pct('infiltration_length', 'map_rel_error')} / {pct('infiltration_length', 'median_rel_error')} "
@@ -124,6 +128,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--embedding-kwargs", default="{}", metavar="JSON",
                         help='arguments of the embedding net, e.g. \'{"octants": true}\'')
     parser.add_argument("--log-space", action="store_true", help="train on (log D, log rho, u_T1, u_T2)")
+    parser.add_argument("--stop-after-epochs", type=int, default=InferenceConfig.stop_after_epochs,
+                        help="early-stopping patience per round (default %(default)s)")
+    parser.add_argument("--max-epochs", type=int, default=InferenceConfig.max_num_epochs,
+                        help="most epochs per round (default %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=InferenceConfig.training_batch_size,
+                        help="training batch size (default %(default)s)")
     parser.add_argument("--roi-mm", type=float, default=64.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
@@ -145,7 +155,8 @@ def main(argv=None) -> dict:
                                roi_size_mm=args.roi_mm)
     results = {"benchmark": "paper", "anatomy": "MNI152 2 mm", "seed_mm": SEED_MM, "threads": args.threads,
                "embedding": args.embedding, "embedding_kwargs": json.loads(args.embedding_kwargs),
-               "log_space": args.log_space,
+               "log_space": args.log_space, "stop_after_epochs": args.stop_after_epochs,
+               "max_epochs": args.max_epochs, "batch_size": args.batch_size,
                "command": "python benchmarks/paper.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                "roi_shape": list(simulator.roi.shape), "observation_day": PRESETS["paper"].day,
                "validation_day": PRESETS["paper"].validation_day, "runs": []}
