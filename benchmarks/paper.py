@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -157,7 +158,7 @@ def main(argv=None) -> dict:
                "embedding": args.embedding, "embedding_kwargs": json.loads(args.embedding_kwargs),
                "log_space": args.log_space, "stop_after_epochs": args.stop_after_epochs,
                "max_epochs": args.max_epochs, "batch_size": args.batch_size,
-               "command": "python benchmarks/paper.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+               "command": "python benchmarks/paper.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
                "roi_shape": list(simulator.roi.shape), "observation_day": PRESETS["paper"].day,
                "validation_day": PRESETS["paper"].validation_day, "runs": []}
     for t in args.truths:
