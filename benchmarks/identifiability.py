@@ -79,20 +79,25 @@ def plot(panels: list[tuple], d_grid, rho_grid, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    from matplotlib.ticker import NullFormatter
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.0), squeeze=False,
+                             constrained_layout=True)
     d, rho = np.meshgrid(d_grid, rho_grid, indexing="ij")
     for ax, (truth, wrong) in zip(axes[0], panels):
         image = ax.pcolormesh(d, rho, np.log10(1 + wrong), shading="auto", cmap="viridis_r")
-        ax.contour(d, rho, wrong, levels=[0.5], colors="red", linewidths=1)
+        ax.plot(d[wrong == 0], rho[wrong == 0], "s", mfc="none", mec="red", ms=6)
         for value, style in ((2 * np.sqrt(truth[0] * truth[1]), "--"), (np.sqrt(truth[0] / truth[1]), ":")):
             ax.contour(d, rho, 2 * np.sqrt(d * rho) if style == "--" else np.sqrt(d / rho),
                        levels=[value * 0.9, value * 1.1], colors="white", linestyles=style, linewidths=0.8)
         ax.plot(truth[0], truth[1], "r*", ms=10)
-        ax.set(xscale="log", yscale="log", xlabel="D (mm²/day)", ylabel="ρ (1/day)",
-               title=f"truth D={truth[0]:g}, ρ={truth[1]:g}")
+        ax.set(xscale="log", yscale="log", xlabel="D (mm²/day)", title=f"truth D={truth[0]:g}, ρ={truth[1]:g}")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    axes[0, 0].set_ylabel("ρ (1/day)")
     fig.colorbar(image, ax=axes[0].tolist(), label="log10(1 + wrong voxels)")
-    fig.suptitle("Red: exact reproductions of the day-9 label map; white: ±10% front speed (--) / "
-                 "infiltration length (:)", fontsize=8)
+    fig.suptitle("Red squares: grid points that reproduce the day-9 label map exactly; red star: truth; "
+                 "white: ±10% front speed (--) / infiltration length (:)", fontsize=8)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
