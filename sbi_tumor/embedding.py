@@ -259,13 +259,12 @@ class RadialProfileEmbedding(nn.Module):
         offsets = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3) - origin
         shell = (offsets.norm(dim=1) / shell_width).floor().long()
         self.num_shells = int(shell.max()) + 1
-        self.num_bins = self.num_shells
+        bins, self.num_bins = shell, self.num_shells
         if octants:  # profile bin = octant * num_shells + shell
             octant = ((offsets >= 0).long() * torch.tensor([4, 2, 1])).sum(dim=1)
-            shell = octant * self.num_shells + shell
-            self.num_bins *= 8
-        counts = torch.bincount(shell, minlength=self.num_bins).clamp(min=1)
-        self.register_buffer("bin", shell, persistent=False)
+            bins, self.num_bins = octant * self.num_shells + shell, 8 * self.num_shells
+        counts = torch.bincount(bins, minlength=self.num_bins).clamp(min=1)
+        self.register_buffer("bin", bins, persistent=False)
         self.register_buffer("inverse_bin_size", 1.0 / counts.float(), persistent=False)
         self.register_buffer("coords", (offsets / half.clamp(min=1)).float(), persistent=False)
         self.log_num_voxels = math.log1p(math.prod(input_shape))

@@ -227,15 +227,19 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
 
     Args:
         simulator: ``simulator(theta (B, 4)) -> x (B, 1, nx, ny, nz)``.
-        prior: a ``torch.distributions`` prior over theta (see [`sbi_tumor.prior.make_prior`][sbi_tumor.prior.make_prior]).
+        prior: a ``torch.distributions`` prior over theta (see
+            [`make_prior`][sbi_tumor.prior.make_prior]).
         x_o: the observed label map, ``(1, nx, ny, nz)`` or ``(1, 1, nx, ny, nz)``.
         config: the settings.
         progress: progress bars for simulations and training.
         simulate: ``simulate(round, theta) -> x uint8`` overriding how a round is simulated
-            (used to store/resume or to distribute simulations); defaults to [`simulate_round`][sbi_tumor.inference.simulate_round].
+            (used to store/resume or to distribute simulations); defaults to
+            [`simulate_round`][sbi_tumor.inference.simulate_round]. It receives theta, also with
+            ``log_space``.
 
     Returns:
-        ``(posterior, result)``: an sbi ``DirectPosterior`` with ``default_x = x_o`` and an
+        ``(posterior, result)``: an sbi ``DirectPosterior`` with ``default_x = x_o`` (with
+        ``log_space``, its [`LogRatesPosterior`][sbi_tumor.inference.LogRatesPosterior] view) and an
         [`InferenceResult`][sbi_tumor.inference.InferenceResult].
     """
     config = config or InferenceConfig()
