@@ -105,10 +105,12 @@ def completed(store_path: Path) -> int:
         return 0
 
 
-# `sbi-tumor` whose simulator sleeps before each batch, so that the signal lands while it simulates
-# however fast the machine is (a tiny run can otherwise finish before the test interrupts it).
+# `sbi-tumor` as run from a terminal, whose simulator sleeps before each batch so that the signal
+# lands while it simulates however fast the machine is. A test run started in the background
+# (`nohup ... &`) inherits SIGINT ignored, so the handler a terminal would have is put back first.
 SLOW_CLI = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from sbi_tumor import simulator
 density = simulator.TumorSimulator.density
 def slow_density(self, *args, **kwargs):
