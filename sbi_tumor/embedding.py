@@ -40,6 +40,14 @@ def _as_volume(x: Tensor, in_channels: int, input_shape: tuple[int, ...]) -> Ten
     )
 
 
+def _grid(input_shape: Sequence[int]) -> tuple[int, int, int]:
+    """``input_shape`` as a tuple of three positive ints, or a clear error."""
+    grid = tuple(int(n) for n in input_shape)
+    if len(grid) != 3 or min(grid) < 1:
+        raise ValueError(f"input_shape must be (nx, ny, nz), got {grid}.")
+    return grid
+
+
 def _one_hot(x: Tensor, num_classes: int) -> Tensor:
     """Labels (B, C, *grid) -> indicators (B, C, num_classes, *grid) in x's dtype.
 
@@ -104,9 +112,7 @@ class LabelMapCNN3d(nn.Module):
         input_pool: int = 2,
     ):
         super().__init__()
-        input_shape = tuple(int(n) for n in input_shape)
-        if len(input_shape) != 3 or min(input_shape) < 1:
-            raise ValueError(f"input_shape must be (nx, ny, nz), got {input_shape}.")
+        input_shape = _grid(input_shape)
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd to keep the grid, got {kernel_size}.")
         if num_classes < 2 or len(out_channels_per_layer) == 0:
@@ -243,9 +249,7 @@ class RadialProfileEmbedding(nn.Module):
         output_dim: int = 20,
     ):
         super().__init__()
-        input_shape = tuple(int(n) for n in input_shape)
-        if len(input_shape) != 3 or min(input_shape) < 1:
-            raise ValueError(f"input_shape must be (nx, ny, nz), got {input_shape}.")
+        input_shape = _grid(input_shape)
         if num_classes < 2 or shell_width <= 0:
             raise ValueError(f"Need num_classes >= 2 and shell_width > 0, got {num_classes}, {shell_width}.")
         self.input_shape = input_shape
