@@ -66,10 +66,10 @@ class BenchmarkConfig:
         seed: Seed of the observation, the networks, the samplers and C2ST.
         resolution_mm: Grid spacing of the atlas.
         roi_size_mm: Edge of the cubic region the forward model runs on.
-        npe_method: ``"NPE_B"`` (the paper's), ``"NPE_A"`` or ``"NPE_C"``.
+        npe_method: ``"NPE_B"`` (the paper's), ``"NPE_A"``, ``"NPE_C"`` or ``"TSNPE"``.
         npe_rounds: Rounds of sequential NPE (the budget is split evenly over them).
         npe_log_space: Train NPE on ``(log D, log rho, u_T1, u_T2)``.
-        embedding: ``"mlp"`` (the paper's one tanh layer) or ``"cnn"``.
+        embedding: ``"mlp"`` (the paper's one tanh layer), ``"cnn"`` or ``"radial"``.
         max_num_epochs: Cap on training epochs per NPE round.
         stop_after_epochs: Early-stopping patience of NPE.
         num_posterior_samples: Samples drawn from each NPE posterior.

@@ -84,7 +84,7 @@ def _inference_config(args: argparse.Namespace):
     from .inference import InferenceConfig
 
     if args.log_space and args.method == "NPE_A":
-        raise ValueError("--log-space works with --method NPE_B or NPE_C: NPE_A's analytic correction "
+        raise ValueError("--log-space works with --method NPE_B, NPE_C or TSNPE: NPE_A's analytic correction "
                          "needs a prior that is uniform in (log D, log rho), and the presets are uniform in (D, rho).")
     return InferenceConfig(method=args.method, num_rounds=args.rounds, num_simulations=args.simulations,
                            embedding=args.embedding, max_num_epochs=args.max_epochs, seed=args.seed,
@@ -226,7 +226,7 @@ def add_inference_arguments(parser: argparse.ArgumentParser, rounds: int, simula
                             embedding: str, max_epochs: int, mlp_hidden: int = 100) -> None:
     group = parser.add_argument_group("inference")
     group.add_argument("--method", default="NPE_B", choices=METHODS,
-                       help="sequential NPE variant (default NPE_B, the paper's)")
+                       help="sequential NPE variant (default NPE_B, the paper's; TSNPE: truncated proposals)")
     group.add_argument("--rounds", type=int, default=rounds, help=f"rounds (default {rounds})")
     group.add_argument("--simulations", type=int, default=simulations,
                        help=f"simulations per round (default {simulations})")
@@ -236,7 +236,7 @@ def add_inference_arguments(parser: argparse.ArgumentParser, rounds: int, simula
                        help=f"tanh units of the mlp embedding (default {mlp_hidden}; the paper's: 100)")
     group.add_argument("--log-space", action="store_true",
                        help="train on (log D, log rho, u_T1, u_T2), where the posterior ridge at a fixed "
-                            "front speed is straight (NPE_B and NPE_C)")
+                            "front speed is straight (not with NPE_A)")
     group.add_argument("--max-epochs", type=int, default=max_epochs,
                        help=f"most training epochs per round (default {max_epochs})")
     group.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

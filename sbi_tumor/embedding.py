@@ -275,7 +275,23 @@ class RadialProfileEmbedding(nn.Module):
 
         num_maps = in_channels * (num_classes - 1)
         self.num_features = num_maps * (self.num_bins + 7)
+        self.register_buffer("feature_mean", torch.zeros(self.num_features))
+        self.register_buffer("feature_std", torch.ones(self.num_features))
         self.head = _mlp(self.num_features, num_linear_layers, num_linear_units, output_dim)
+
+    @torch.no_grad()
+    def standardize(self, x: Tensor, min_std: float = 1e-3, batch_size: int = 256) -> None:
+        """Z-score the features over the training label maps ``x`` from now on.
+
+        Within a narrow proposal a tumour's radius moves by a voxel or less, which shifts a
+        feature by a few thousandths on its natural [0, 1] scale: too small a signal for the
+        MLP to learn from in a few hundred simulations. Features (nearly) constant over ``x``,
+        like empty outer shells, keep a spread of ``min_std``. sbi's own z-scoring of x cannot
+        do this: it acts on the voxels, many of which are constant.
+        """
+        features = torch.cat([self.features(chunk) for chunk in torch.split(x, batch_size)])
+        self.feature_mean.copy_(features.mean(0))
+        self.feature_std.copy_(features.std(0).nan_to_num(0.0).clamp(min=min_std))
 
     def features(self, x: Tensor) -> Tensor:
         """The fixed summary of label maps (see module docstring for shapes) -> (B, num_features)."""
@@ -292,7 +308,7 @@ class RadialProfileEmbedding(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Embed label maps, (B, C, nx, ny, nz) or see module docstring -> (B, output_dim)."""
-        return self.head(self.features(x))
+        return self.head((self.features(x) - self.feature_mean) / self.feature_std)
 
 
 def make_embedding(kind: str, input_shape: Sequence[int], **kwargs) -> nn.Module:

@@ -1,10 +1,14 @@
-"""Sequential neural posterior estimation with sbi's own trainers (NPE_A, NPE_B, NPE_C).
+"""Sequential neural posterior estimation with sbi's own trainers (NPE_A, NPE_B, NPE_C, TSNPE).
 
 Round 1 samples the prior; every later round samples the current posterior at the observation
 ``x_o``; the network weights carry over between rounds (one trainer accumulates all rounds).
 ``NPE_B`` (the default) trains a mixture-density network with the importance-weighted loss
 prior/proposal of Lueckmann et al. 2017 (the paper's eq. 3); ``NPE_A`` fits a Gaussian-mixture
 proposal posterior and corrects it analytically; ``NPE_C`` is APT (atomic proposals).
+``TSNPE`` (Deistler et al. 2022) samples later rounds from the prior truncated to the current
+posterior's highest-density region (mass ``1 - truncation_quantile``) and trains with the plain
+first-round NPE loss, which stays exact on that region: no importance weights, no atoms, no
+analytic correction to fail.
 
 With ``log_space=True`` the networks learn ``(log D, log rho, u_T1, u_T2)``: at a fixed front
 speed ``2 sqrt(D rho)`` the posterior ridge is curved in (D, rho) but straight in the logs, where
@@ -34,7 +38,7 @@ from . import parallel
 
 __all__ = ["InferenceConfig", "InferenceResult", "LogRatesPosterior", "run_sequential_npe", "simulate_round"]
 
-Method = Literal["NPE_A", "NPE_B", "NPE_C"]
+Method = Literal["NPE_A", "NPE_B", "NPE_C", "TSNPE"]
 METHODS: tuple[str, ...] = get_args(Method)
 
 
@@ -43,7 +47,8 @@ class InferenceConfig:
     """Settings of [`run_sequential_npe`][sbi_tumor.inference.run_sequential_npe].
 
     Attributes:
-        method: ``"NPE_B"`` (SNPE-B, importance-weighted MDN), ``"NPE_A"`` or ``"NPE_C"`` (APT).
+        method: ``"NPE_B"`` (SNPE-B, importance-weighted MDN), ``"NPE_A"``, ``"NPE_C"`` (APT) or
+            ``"TSNPE"`` (truncated proposals).
         num_rounds: number of rounds (round 1 samples the prior).
         num_simulations: forward simulations per round.
         num_components: mixture components of the MDN (NPE_A is stable with 1 over rounds).
@@ -53,6 +58,8 @@ class InferenceConfig:
         embedding_kwargs: extra arguments for the embedding net.
         log_space: train on ``(log D, log rho, u_T1, u_T2)`` (see the module docstring); the
             MAP is then the mode in those coordinates. ``NPE_A`` needs a log-uniform prior for it.
+        truncation_quantile: with ``TSNPE``, the posterior mass left out of each later round's
+            proposal (sbi's ``get_density_thresholder`` default, 1e-4).
         max_num_epochs, stop_after_epochs, training_batch_size, learning_rate: passed to ``train``.
         num_posterior_samples: samples drawn from the final posterior for the result.
         simulation_batch_size: parameter sets per simulator call (and per task on workers).
@@ -72,6 +79,7 @@ class InferenceConfig:
     embedding: str = "cnn"
     embedding_kwargs: dict = field(default_factory=dict)
     log_space: bool = False
+    truncation_quantile: float = 1e-4
     max_num_epochs: int = 200
     stop_after_epochs: int = 20
     training_batch_size: int = 50
@@ -84,9 +92,11 @@ class InferenceConfig:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"method must be NPE_A, NPE_B or NPE_C, got {self.method!r}.")
+            raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}.")
         if self.num_rounds < 1 or self.num_simulations < 2:
             raise ValueError("Need num_rounds >= 1 and num_simulations >= 2.")
+        if not 0 < self.truncation_quantile < 1:
+            raise ValueError(f"truncation_quantile must be in (0, 1), got {self.truncation_quantile}.")
         if self.num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {self.num_workers}.")
 
@@ -212,12 +222,25 @@ def _trainer(prior: Distribution, x_o: torch.Tensor, config: InferenceConfig, pr
     # Label maps have constant voxels, which breaks sbi's z-scoring of x: leave x as it is.
     common = dict(embedding_net=embedding, z_score_x="none", hidden_features=config.hidden_features)
     if config.method == "NPE_A":
-        builder = posterior_nn("mdn_snpe_a", **common)
+        builder = _standardizing(posterior_nn("mdn_snpe_a", **common), embedding)
         return NPE_A(prior=prior, density_estimator=builder, num_components=config.num_components,
                      show_progress_bars=progress, tracker=CurveTracker())
-    builder = posterior_nn("mdn", num_components=config.num_components, **common)
-    cls = NPE_B if config.method == "NPE_B" else NPE_C
+    builder = _standardizing(posterior_nn("mdn", num_components=config.num_components, **common), embedding)
+    cls = NPE_B if config.method == "NPE_B" else NPE_C  # TSNPE trains NPE_C with its first-round loss
     return cls(prior=prior, density_estimator=builder, show_progress_bars=progress, tracker=CurveTracker())
+
+
+def _standardizing(builder: Callable, embedding: torch.nn.Module) -> Callable:
+    """sbi builds the network on the first round's training data: let an embedding with fixed
+    features (``standardize``) z-score them on that data first."""
+    if not hasattr(embedding, "standardize"):
+        return builder
+
+    def build(batch_theta: torch.Tensor, batch_x: torch.Tensor, **kwargs):
+        embedding.standardize(batch_x)
+        return builder(batch_theta, batch_x, **kwargs)
+
+    return build
 
 
 def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tensor,
@@ -258,16 +281,17 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
         prior = log_rates_prior(prior)
         if config.method == "NPE_A" and not isinstance(prior, BoxUniform):
             raise ValueError("NPE_A with log_space=True needs a prior that is uniform in (log D, log rho): "
-                             "use make_prior(..., log_uniform=True), or method 'NPE_B' / 'NPE_C'.")
+                             "use make_prior(..., log_uniform=True), or method 'NPE_B', 'NPE_C' or 'TSNPE'.")
     to_theta = rates if config.log_space else (lambda theta: theta)
     trainer = _trainer(prior, x_o, config, progress)
+    truncated = config.method == "TSNPE"
     proposal: Any = prior
     posterior = None
     thetas, training = [], []
     t_sim = t_train = 0.0
     start = time.perf_counter()
     for r in range(config.num_rounds):
-        with _explained_failures(config.method, r + 1):
+        with _explained_failures(config.method, r + 1), _quiet(progress):
             theta = proposal.sample((config.num_simulations,), show_progress_bars=False) if r else \
                 prior.sample((config.num_simulations,))
         theta = theta.reshape(config.num_simulations, -1).to(torch.float32)
@@ -282,11 +306,13 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
                 # z-scored here (z_score_x="none"), so the warning does not apply.
                 warnings.filterwarnings("ignore", message="Data has constant values")
                 trainer.append_simulations(theta, x, proposal=proposal)
+            extra = {"force_first_round_loss": True} if truncated else {}
             trainer.train(max_num_epochs=config.max_num_epochs, stop_after_epochs=config.stop_after_epochs,
                           training_batch_size=min(config.training_batch_size, len(theta)),
-                          learning_rate=config.learning_rate)
+                          learning_rate=config.learning_rate, **extra)
             posterior = trainer.build_posterior()  # no argument: passing the net breaks round 2
-            proposal = posterior.set_default_x(x_o)
+            posterior.set_default_x(x_o)
+            proposal = _truncated_prior(prior, posterior, config.truncation_quantile) if truncated else posterior
         t_train += time.perf_counter() - t0
         thetas.append(to_theta(theta))
         training.append(_round_summary(trainer._summary, r + 1, training))
@@ -302,6 +328,18 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
         training=training, wall_time=time.perf_counter() - start, simulation_time=t_sim,
         training_time=t_train, num_simulations=sum(len(t) for t in thetas), config=config.to_dict())
     return posterior, result
+
+
+def _truncated_prior(prior: Distribution, posterior: Any, quantile: float) -> Distribution:
+    """The prior restricted to the posterior's highest-density region of mass ``1 - quantile``."""
+    from sbi.utils import RestrictedPrior, get_density_thresholder
+
+    class Quiet:  # get_density_thresholder calls sample() without show_progress_bars
+        sample = staticmethod(lambda shape: posterior.sample(shape, show_progress_bars=False))
+        log_prob = staticmethod(posterior.log_prob)
+
+    inside = get_density_thresholder(Quiet(), quantile=quantile, num_samples_to_estimate_support=100_000)
+    return RestrictedPrior(prior, inside, posterior=posterior, sample_with="rejection")
 
 
 def _quiet(progress: bool):

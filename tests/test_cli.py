@@ -73,7 +73,7 @@ def write_bad(case, tmp_path, what):
 
 
 @pytest.mark.parametrize("what, message", [
-    ("log space", "--log-space works with --method NPE_B or NPE_C"),
+    ("log space", "--log-space works with --method NPE_B, NPE_C or TSNPE"),
     ("missing", "file not found"),
     ("not binary", "is not binary"),
     ("day", "before the initial condition"),

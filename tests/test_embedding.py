@@ -122,6 +122,31 @@ def test_radial_moments_of_one_voxel_and_custom_centre():
         RadialProfileEmbedding((9, 5, 5), shell_width=0)
 
 
+def balls(radii, shape=(11, 11, 11)):
+    """Label maps (B, 1, *shape) of one ball of label 1 per radius (voxels) around the centre."""
+    offsets = torch.stack(torch.meshgrid(*[torch.arange(n) - (n - 1) / 2 for n in shape], indexing="ij"))
+    r = offsets.norm(dim=0)
+    return torch.stack([(r < radius).float() for radius in radii])[:, None]
+
+
+def test_radial_standardize_z_scores_the_features_of_the_training_maps():
+    net = RadialProfileEmbedding((11, 11, 11), num_classes=2)
+    x = balls(torch.linspace(2.0, 3.0, 12))  # radii within one voxel: features move by < 0.1
+    raw = net.features(x)
+    net.standardize(x, batch_size=5)
+    torch.testing.assert_close(net.feature_mean, raw.mean(0))
+    moving = raw.std(0) > 1e-3
+    assert moving.sum() >= 3  # shell 2, the volume, the extent
+    z = (raw - net.feature_mean) / net.feature_std
+    torch.testing.assert_close(z[:, moving].std(0), torch.ones(int(moving.sum())))
+    assert z[:, ~moving].abs().max() < 1e-4  # constant features (empty shells) stay at 0
+    assert (net.feature_std[~moving] == 1e-3).all()
+    torch.testing.assert_close(net(x), net.head(z))  # the MLP sees the z-scores
+    restored = RadialProfileEmbedding((11, 11, 11), num_classes=2)
+    restored.load_state_dict(net.state_dict())  # the statistics travel with saved weights
+    torch.testing.assert_close(restored(x), net(x))
+
+
 @pytest.mark.parametrize("kind", ["cnn", "mlp", "radial"])
 def test_gradients_flow_to_first_layer(kind):
     torch.manual_seed(0)

@@ -1,8 +1,11 @@
 import pytest
 import torch
 
-from sbi_tumor.inference import (InferenceConfig, _explained_failures, load_posterior, run_sequential_npe,
-                                 save_result)
+from sbi.utils import BoxUniform
+from scipy.stats import chi2
+
+from sbi_tumor.inference import (InferenceConfig, _explained_failures, _truncated_prior, load_posterior,
+                                 run_sequential_npe, save_result)
 from sbi_tumor.prior import make_prior
 from sbi_tumor.simulator import TumorSimulator
 from conftest import phantom
@@ -26,7 +29,7 @@ def quick(method, **kw):
     return InferenceConfig(**base)
 
 
-@pytest.mark.parametrize("method", ["NPE_A", "NPE_B", "NPE_C"])
+@pytest.mark.parametrize("method", ["NPE_A", "NPE_B", "NPE_C", "TSNPE"])
 def test_two_rounds_contract_around_the_truth(problem, method):
     sim, prior, x_o = problem
     posterior, result = run_sequential_npe(sim, prior, x_o, quick(method), progress=False)
@@ -44,6 +47,47 @@ def test_two_rounds_contract_around_the_truth(problem, method):
     # round 2 was drawn from the round-1 posterior, not the prior: it is concentrated
     assert result.theta_per_round[1][:, 0].std() < result.theta_per_round[0][:, 0].std()
     assert len(result.training) == 2 and result.training[0]["epochs_trained"]
+
+
+class GaussianPosterior:
+    """A stand-in posterior with sbi's ``sample(..., show_progress_bars=)`` signature."""
+
+    def __init__(self, mean, std):
+        self.dist = torch.distributions.MultivariateNormal(mean, torch.diag(std**2))
+
+    def sample(self, shape, show_progress_bars=True):
+        return self.dist.sample(shape)
+
+    def log_prob(self, theta):
+        return self.dist.log_prob(theta)
+
+
+def test_truncated_prior_is_the_prior_on_the_highest_density_region():
+    torch.manual_seed(0)
+    prior = BoxUniform(torch.zeros(4), torch.ones(4))
+    mean, std = torch.tensor([0.5, 0.4, 0.6, 0.5]), torch.tensor([0.05, 0.1, 0.02, 0.08])
+    proposal = _truncated_prior(prior, GaussianPosterior(mean, std), quantile=0.1)
+    theta = proposal.sample((4000,), show_progress_bars=False, print_rejected_frac=False)
+    r2 = (((theta - mean) / std) ** 2).sum(1)
+    edge = chi2.ppf(0.9, df=4)  # squared Mahalanobis radius holding 90% of a 4D Gaussian: 7.78
+    assert r2.max() <= edge * 1.02  # inside the region (the threshold is estimated from samples)
+    # uniform on the 4-ball of radius R: P(r < a R) = a^4, unlike the Gaussian's mass near the centre
+    assert abs(float((r2 < edge / 2).float().mean()) - 0.25) < 0.03
+    assert torch.allclose(theta.mean(0), mean, atol=0.01)
+
+
+@pytest.mark.parametrize("method", ["NPE_A", "NPE_C"])
+def test_radial_features_are_z_scored_on_the_first_round(problem, method):
+    sim, prior, x_o = problem
+    config = quick(method, num_rounds=1, num_simulations=60, max_num_epochs=2, embedding="radial",
+                   embedding_kwargs={})
+    posterior, _ = run_sequential_npe(sim, prior, x_o, config, progress=False)
+    embedding = posterior.posterior_estimator.embedding_net
+    features = embedding.features(sim(prior.sample((60,))))
+    # fitted to the first round's maps: the profile's boundary shells move, empty shells do not
+    assert 1e-3 < float(embedding.feature_std.max()) < 1.0 and float(embedding.feature_std.min()) == pytest.approx(1e-3)
+    assert abs(float(((features - embedding.feature_mean) / embedding.feature_std)[:, embedding.feature_std > 1e-3]
+                     .mean())) < 0.5
 
 
 def test_fixed_seed_is_reproducible_and_posterior_reloads(problem, tmp_path, capsys):
@@ -65,8 +109,10 @@ def test_fixed_seed_is_reproducible_and_posterior_reloads(problem, tmp_path, cap
 
 
 def test_bad_config_is_rejected():
-    with pytest.raises(ValueError, match="NPE_A, NPE_B or NPE_C"):
+    with pytest.raises(ValueError, match=r"one of \['NPE_A', 'NPE_B', 'NPE_C', 'TSNPE'\], got 'SNLE'"):
         InferenceConfig(method="SNLE")
+    with pytest.raises(ValueError, match="truncation_quantile must be in"):
+        InferenceConfig(method="TSNPE", truncation_quantile=0.0)
 
 
 def test_npe_a_correction_failure_becomes_an_actionable_error():
