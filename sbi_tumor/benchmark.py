@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import sys
 import time
 import warnings
@@ -70,6 +71,7 @@ class BenchmarkConfig:
         npe_rounds: Rounds of sequential NPE (the budget is split evenly over them).
         npe_log_space: Train NPE on ``(log D, log rho, u_T1, u_T2)``.
         embedding: ``"mlp"`` (the paper's one tanh layer), ``"cnn"`` or ``"radial"``.
+        embedding_kwargs: Extra arguments of the embedding net (e.g. ``{"octants": True}``).
         max_num_epochs: Cap on training epochs per NPE round.
         stop_after_epochs: Early-stopping patience of NPE.
         num_posterior_samples: Samples drawn from each NPE posterior.
@@ -94,6 +96,7 @@ class BenchmarkConfig:
     npe_rounds: int = 4
     npe_log_space: bool = False
     embedding: str = "mlp"
+    embedding_kwargs: dict = field(default_factory=dict)
     max_num_epochs: int = 200
     stop_after_epochs: int = 20
     num_posterior_samples: int = 1000
@@ -278,7 +281,8 @@ def run_tmcmc(problem: MatchedProblem, num_samples: int, extra_steps: int, seed:
 def run_npe(problem: MatchedProblem, budget: int, config: BenchmarkConfig, seed: int) -> dict[str, Any]:
     """Sequential NPE on the matched problem with ``budget`` simulations in all."""
     # The mask code T2 + 2 T1 has four values.
-    embedding_kwargs = {} if config.embedding == "mlp" else {"num_classes": 4}
+    embedding_kwargs = config.embedding_kwargs if config.embedding == "mlp" else \
+        {"num_classes": 4} | config.embedding_kwargs
     npe_config = InferenceConfig(
         method=config.npe_method, num_components=1 if config.npe_method == "NPE_A" else 5,
         num_rounds=config.npe_rounds, log_space=config.npe_log_space, num_simulations=budget // config.npe_rounds,
@@ -291,6 +295,7 @@ def run_npe(problem: MatchedProblem, budget: int, config: BenchmarkConfig, seed:
             "num_simulations": result.num_simulations, "wall_time_s": result.wall_time,
             "extra": {"npe_method": config.npe_method, "rounds": config.npe_rounds,
                       "log_space": config.npe_log_space, "embedding": config.embedding,
+                      "embedding_kwargs": config.embedding_kwargs,
                       "simulation_time_s": result.simulation_time, "training_time_s": result.training_time,
                       "epochs_per_round": [t.get("epochs_trained") for t in result.training]}}
 
@@ -515,6 +520,8 @@ def add_benchmark_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--rounds", type=int, help=f"NPE rounds (default {defaults.npe_rounds})")
     p.add_argument("--log-space", action="store_true", help="train NPE on (log D, log rho, u_T1, u_T2)")
     p.add_argument("--embedding", choices=sorted(EMBEDDINGS), help=f"NPE embedding net (default {defaults.embedding})")
+    p.add_argument("--embedding-kwargs", type=json.loads, metavar="JSON",
+                   help='extra arguments of the embedding net, e.g. \'{"octants": true}\'')
     p.add_argument("--reference-samples", type=int,
                    help=f"population of the reference TMCMC run (default {defaults.reference_samples})")
     p.add_argument("--threads", type=int, help=f"numba and torch threads (default {defaults.threads})")
@@ -528,6 +535,7 @@ def add_benchmark_parser(subparsers: argparse._SubParsersAction) -> None:
 def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
     options = {"case": args.case, "seed": args.seed, "budgets": args.budgets, "tmcmc_factor": args.tmcmc_factor,
                "npe_method": args.method, "npe_rounds": args.rounds, "embedding": args.embedding,
+               "embedding_kwargs": args.embedding_kwargs,
                "npe_log_space": args.log_space or None,
                "reference_samples": args.reference_samples, "threads": args.threads}
     options = {k: v for k, v in options.items() if v is not None}
@@ -544,6 +552,8 @@ def command_line(args: argparse.Namespace) -> str:
     for flag in ("tmcmc_factor", "method", "rounds", "embedding", "reference_samples", "threads"):
         if getattr(args, flag) is not None:
             words.append(f"--{flag.replace('_', '-')} {getattr(args, flag)}")
+    if args.embedding_kwargs is not None:
+        words.append("--embedding-kwargs " + shlex.quote(json.dumps(args.embedding_kwargs)))
     if args.log_space:
         words.append("--log-space")
     words += [f"--seed {args.seed}", f"--out {args.out}"]

@@ -51,6 +51,7 @@ def test_config_rejects_bad_settings():
 
 def test_parser_registers_npe_vs_mcmc():
     import argparse
+    import shlex
 
     parser = argparse.ArgumentParser()
     benchmark.add_benchmark_parser(parser.add_subparsers(dest="command"))
@@ -58,12 +59,15 @@ def test_parser_registers_npe_vs_mcmc():
     config = benchmark.config_from_args(args)
     assert config.budgets == (500, 1000) and config.embedding == "mlp"
     assert benchmark.command_line(args).startswith("sbi-tumor benchmark npe-vs-mcmc --case paper --budgets 500 1000")
-    args = parser.parse_args(["benchmark", "npe-vs-mcmc", "--method", "NPE_C", "--embedding", "radial",
-                              "--log-space", "--out", "x"])
+    args = parser.parse_args(["benchmark", "npe-vs-mcmc", "--method", "TSNPE", "--embedding", "radial",
+                              "--embedding-kwargs", '{"octants": true}', "--log-space", "--out", "x"])
     config = benchmark.config_from_args(args)
-    assert config.npe_method == "NPE_C" and config.embedding == "radial" and config.npe_log_space
-    assert benchmark.command_line(args).endswith("--log-space --seed 0 --out x")
-    assert "--method NPE_C --embedding radial" in benchmark.command_line(args)
+    assert config.npe_method == "TSNPE" and config.embedding == "radial" and config.npe_log_space
+    assert config.embedding_kwargs == {"octants": True}
+    command = benchmark.command_line(args)
+    assert command.endswith("""--embedding-kwargs '{"octants": true}' --log-space --seed 0 --out x""")
+    assert "--method TSNPE --embedding radial" in command
+    assert parser.parse_args(shlex.split(command)[1:]) == args  # the recorded command reproduces the run
 
 
 @pytest.mark.slow
