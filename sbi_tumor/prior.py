@@ -248,7 +248,7 @@ class _LogRatesPrior(Distribution):
     def __init__(self, prior: BoxUniform):
         self.prior = prior
         a, b = prior.support.base_constraint.lower_bound, prior.support.base_constraint.upper_bound
-        self.low, self.high = log_rates(a), log_rates(b)
+        self.low, self.high, self._theta_low, self._theta_high = log_rates(a), log_rates(b), a, b
         # Moments of log x for x uniform on [a, b] (sbi z-scores theta with them).
         a2, b2 = a[:2].double(), b[:2].double()
         m1 = (b2 * b2.log() - b2 - a2 * a2.log() + a2) / (b2 - a2)
@@ -275,8 +275,10 @@ class _LogRatesPrior(Distribution):
     def log_prob(self, value: Tensor) -> Tensor:
         value = torch.as_tensor(value, dtype=self.low.dtype, device=self.low.device)
         inside = ((value >= self.low) & (value <= self.high)).all(-1)
-        # Clamp into the box so that rates() of far-off values stays finite.
-        log_p = self.prior.log_prob(rates(torch.minimum(torch.maximum(value, self.low), self.high)))
+        # Clamp into the box so that rates() of far-off values stays finite, and clamp again in
+        # theta: exp(log a) can round to just below a, where the BoxUniform gives -inf.
+        theta = rates(torch.minimum(torch.maximum(value, self.low), self.high))
+        log_p = self.prior.log_prob(torch.minimum(torch.maximum(theta, self._theta_low), self._theta_high))
         log_p = log_p + value[..., 0] + value[..., 1]
         return torch.where(inside, log_p, torch.full_like(log_p, -math.inf))
 

@@ -155,6 +155,10 @@ def test_log_rates_prior_of_a_box_uniform():
                                prior.log_prob(theta) + math.log(2.0) + math.log(0.6))
     assert phi_prior.log_prob(torch.tensor([[5.0, 0.0, 0.7, 0.25]])).item() == -math.inf
     torch.testing.assert_close(rates(log_rates(theta)), theta)
+    # The lower corner keeps the theta prior's density there, though exp(log a) rounds below a.
+    a = torch.tensor([[0.2, 0.1, 0.5, 0.05]])
+    torch.testing.assert_close(phi_prior.log_prob(phi_prior.low[None]),
+                               prior.log_prob(a) + math.log(0.2) + math.log(0.1))
     # Its density integrates to one over the box.
     box = phi_prior.support.base_constraint
     u = box.lower_bound + torch.rand(400_000, 4) * (box.upper_bound - box.lower_bound)
