@@ -50,7 +50,7 @@ def run(truth, method: str, args, simulator: TumorSimulator, out: Path) -> dict:
                              embedding=args.embedding, embedding_kwargs=json.loads(args.embedding_kwargs),
                              num_components=1 if method == "NPE_A" else 5, log_space=args.log_space,
                              stop_after_epochs=args.stop_after_epochs, max_num_epochs=args.max_epochs,
-                             training_batch_size=args.batch_size,
+                             training_batch_size=args.batch_size, augment=args.augment,
                              seed=args.seed)
     t0 = time.perf_counter()
     _, result = run_sequential_npe(simulator, prior, x_o, config, progress=not args.quiet)
@@ -95,6 +95,7 @@ def markdown_table(paths: list[str]) -> str:
         results = json.loads(Path(path).read_text())
         settings = " ".join([results.get("embedding", "mlp"), *results.get("embedding_kwargs", {})] +
                             ["log space"] * results.get("log_space", False) +
+                            [f"augment {results['augment']}"] * (results.get("augment", 1) > 1) +
                             [f"patience {results.get('stop_after_epochs', 20)}, batch {results.get('batch_size', 50)}"])
         for r in results["runs"]:
             truth = ", ".join(f"{v:g}" for v in r["truth"])
@@ -135,6 +136,8 @@ def main(argv=None) -> dict:
                         help="most epochs per round (default %(default)s)")
     parser.add_argument("--batch-size", type=int, default=InferenceConfig.training_batch_size,
                         help="training batch size (default %(default)s)")
+    parser.add_argument("--augment", type=int, default=1,
+                        help="training pairs per solve, thresholds redrawn (TSNPE only; default 1)")
     parser.add_argument("--roi-mm", type=float, default=64.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
@@ -157,7 +160,7 @@ def main(argv=None) -> dict:
     results = {"benchmark": "paper", "anatomy": "MNI152 2 mm", "seed_mm": SEED_MM, "threads": args.threads,
                "embedding": args.embedding, "embedding_kwargs": json.loads(args.embedding_kwargs),
                "log_space": args.log_space, "stop_after_epochs": args.stop_after_epochs,
-               "max_epochs": args.max_epochs, "batch_size": args.batch_size,
+               "max_epochs": args.max_epochs, "batch_size": args.batch_size, "augment": args.augment,
                "command": "python benchmarks/paper.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
                "roi_shape": list(simulator.roi.shape), "observation_day": PRESETS["paper"].day,
                "validation_day": PRESETS["paper"].validation_day, "runs": []}

@@ -70,6 +70,8 @@ class BenchmarkConfig:
         npe_method: ``"NPE_B"`` (the paper's), ``"NPE_A"``, ``"NPE_C"`` or ``"TSNPE"``.
         npe_rounds: Rounds of sequential NPE (the budget is split evenly over them).
         npe_log_space: Train NPE on ``(log D, log rho, u_T1, u_T2)``.
+        npe_augment: NPE training pairs per forward solve (``TSNPE`` only): each solve is
+            observed with this many threshold pairs and mask draws (``InferenceConfig.augment``).
         embedding: ``"mlp"`` (the paper's one tanh layer), ``"cnn"`` or ``"radial"``.
         embedding_kwargs: Extra arguments of the embedding net (e.g. ``{"octants": True}``).
         max_num_epochs: Cap on training epochs per NPE round.
@@ -95,6 +97,7 @@ class BenchmarkConfig:
     npe_method: str = "NPE_B"
     npe_rounds: int = 4
     npe_log_space: bool = False
+    npe_augment: int = 1
     embedding: str = "mlp"
     embedding_kwargs: dict = field(default_factory=dict)
     max_num_epochs: int = 200
@@ -118,6 +121,9 @@ class BenchmarkConfig:
                              f"({self.npe_rounds} rounds), got budgets {list(self.budgets)}.")
         if self.npe_method not in METHODS:
             raise ValueError(f"npe_method must be one of {list(METHODS)}, got {self.npe_method!r}.")
+        if self.npe_augment < 1 or (self.npe_augment > 1 and self.npe_method != "TSNPE"):
+            raise ValueError(f"npe_augment must be 1, or > 1 with npe_method 'TSNPE', got {self.npe_augment} "
+                             f"with {self.npe_method!r}.")
         if self.embedding not in EMBEDDINGS:
             raise ValueError(f"embedding must be one of {sorted(EMBEDDINGS)}, got {self.embedding!r}.")
         if self.tmcmc_factor < 0 or self.threads < 1:
@@ -151,9 +157,16 @@ class MaskCodeSimulator:
         self.rng = np.random.default_rng(seed)
 
     def __call__(self, theta: torch.Tensor) -> torch.Tensor:
+        return self.observe(self.solve(theta), theta)
+
+    def solve(self, theta) -> np.ndarray:
+        """Density at the observation day, float32 ``(B, nx, ny, nz)``."""
+        return self.simulator.solve(theta)
+
+    def observe(self, density: np.ndarray, theta) -> torch.Tensor:
+        """Mask codes drawn from the likelihood of ``density`` with theta's thresholds."""
         theta = np.asarray(torch.as_tensor(theta).detach().cpu(), dtype=np.float64).reshape(-1, 4)
-        u = self.simulator.density(theta, [self.simulator.day])[:, 0]
-        t1, t2 = self.likelihood.sample_masks(u, theta[:, 2], theta[:, 3], generator=self.rng)
+        t1, t2 = self.likelihood.sample_masks(density, theta[:, 2], theta[:, 3], generator=self.rng)
         return torch.from_numpy(encode_masks(t1, t2)[:, None]).to(torch.float32)
 
 
@@ -285,7 +298,8 @@ def run_npe(problem: MatchedProblem, budget: int, config: BenchmarkConfig, seed:
         {"num_classes": 4} | config.embedding_kwargs
     npe_config = InferenceConfig(
         method=config.npe_method, num_components=1 if config.npe_method == "NPE_A" else 5,
-        num_rounds=config.npe_rounds, log_space=config.npe_log_space, num_simulations=budget // config.npe_rounds,
+        num_rounds=config.npe_rounds, log_space=config.npe_log_space, augment=config.npe_augment,
+        num_simulations=budget // config.npe_rounds,
         embedding=config.embedding, embedding_kwargs=embedding_kwargs,
         max_num_epochs=config.max_num_epochs, stop_after_epochs=config.stop_after_epochs,
         num_posterior_samples=config.num_posterior_samples, seed=seed)
@@ -294,7 +308,8 @@ def run_npe(problem: MatchedProblem, budget: int, config: BenchmarkConfig, seed:
     return {"samples": result.samples.double().numpy(), "map": result.map.double().numpy(),
             "num_simulations": result.num_simulations, "wall_time_s": result.wall_time,
             "extra": {"npe_method": config.npe_method, "rounds": config.npe_rounds,
-                      "log_space": config.npe_log_space, "embedding": config.embedding,
+                      "log_space": config.npe_log_space, "augment": config.npe_augment,
+                      "embedding": config.embedding,
                       "embedding_kwargs": config.embedding_kwargs,
                       "simulation_time_s": result.simulation_time, "training_time_s": result.training_time,
                       "epochs_per_round": [t.get("epochs_trained") for t in result.training]}}
@@ -519,6 +534,8 @@ def add_benchmark_parser(subparsers: argparse._SubParsersAction) -> None:
                    help=f"sequential NPE variant (default {defaults.npe_method})")
     p.add_argument("--rounds", type=int, help=f"NPE rounds (default {defaults.npe_rounds})")
     p.add_argument("--log-space", action="store_true", help="train NPE on (log D, log rho, u_T1, u_T2)")
+    p.add_argument("--augment", type=int,
+                   help="NPE training pairs per forward solve, with redrawn thresholds and masks (TSNPE only)")
     p.add_argument("--embedding", choices=sorted(EMBEDDINGS), help=f"NPE embedding net (default {defaults.embedding})")
     p.add_argument("--embedding-kwargs", type=json.loads, metavar="JSON",
                    help='extra arguments of the embedding net, e.g. \'{"octants": true}\'')
@@ -536,7 +553,7 @@ def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
     options = {"case": args.case, "seed": args.seed, "budgets": args.budgets, "tmcmc_factor": args.tmcmc_factor,
                "npe_method": args.method, "npe_rounds": args.rounds, "embedding": args.embedding,
                "embedding_kwargs": args.embedding_kwargs,
-               "npe_log_space": args.log_space or None,
+               "npe_log_space": args.log_space or None, "npe_augment": args.augment,
                "reference_samples": args.reference_samples, "threads": args.threads}
     options = {k: v for k, v in options.items() if v is not None}
     return BenchmarkConfig.quick(**options) if args.quick else BenchmarkConfig(**options)
@@ -549,7 +566,7 @@ def command_line(args: argparse.Namespace) -> str:
         words.append("--quick")
     if args.budgets:
         words.append("--budgets " + " ".join(map(str, args.budgets)))
-    for flag in ("tmcmc_factor", "method", "rounds", "embedding", "reference_samples", "threads"):
+    for flag in ("tmcmc_factor", "method", "rounds", "augment", "embedding", "reference_samples", "threads"):
         if getattr(args, flag) is not None:
             words.append(f"--{flag.replace('_', '-')} {getattr(args, flag)}")
     if args.embedding_kwargs is not None:

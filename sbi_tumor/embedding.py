@@ -278,10 +278,15 @@ class RadialProfileEmbedding(nn.Module):
         self.register_buffer("feature_mean", torch.zeros(self.num_features))
         self.register_buffer("feature_std", torch.ones(self.num_features))
         self.head = _mlp(self.num_features, num_linear_layers, num_linear_units, output_dim)
+        #: When True, ``forward`` and ``standardize`` take the fixed features ``(B, num_features)``
+        #: instead of label maps. ``run_sequential_npe`` trains this way, on features computed
+        #: once per simulation rather than once per epoch, and then switches back.
+        self.takes_features = False
 
     @torch.no_grad()
     def standardize(self, x: Tensor, min_std: float = 1e-3, batch_size: int = 256) -> None:
-        """Z-score the features over the training label maps ``x`` from now on.
+        """Z-score the features over the training label maps ``x`` (or features, with
+        ``takes_features``) from now on.
 
         Within a narrow proposal a tumour's radius moves by a voxel or less, which shifts a
         feature by a few thousandths on its natural [0, 1] scale: too small a signal for the
@@ -289,7 +294,7 @@ class RadialProfileEmbedding(nn.Module):
         like empty outer shells, keep a spread of ``min_std``. sbi's own z-scoring of x cannot
         do this: it acts on the voxels, many of which are constant.
         """
-        features = torch.cat([self.features(chunk) for chunk in torch.split(x, batch_size)])
+        features = torch.cat([self._summary(chunk) for chunk in torch.split(x, batch_size)])
         self.feature_mean.copy_(features.mean(0))
         self.feature_std.copy_(features.std(0).nan_to_num(0.0).clamp(min=min_std))
 
@@ -306,9 +311,13 @@ class RadialProfileEmbedding(nn.Module):
         log_volume = torch.log1p(volume).unsqueeze(2) / self.log_num_voxels
         return torch.cat([profile, log_volume, centroid, extent], dim=2).flatten(1)
 
+    def _summary(self, x: Tensor) -> Tensor:
+        return x if self.takes_features else self.features(x)
+
     def forward(self, x: Tensor) -> Tensor:
-        """Embed label maps, (B, C, nx, ny, nz) or see module docstring -> (B, output_dim)."""
-        return self.head((self.features(x) - self.feature_mean) / self.feature_std)
+        """Embed label maps, (B, C, nx, ny, nz) or see module docstring -> (B, output_dim);
+        with ``takes_features``, features (B, num_features) -> (B, output_dim)."""
+        return self.head((self._summary(x) - self.feature_mean) / self.feature_std)
 
 
 def make_embedding(kind: str, input_shape: Sequence[int], **kwargs) -> nn.Module:

@@ -33,7 +33,7 @@ from sbi.utils import BoxUniform
 from torch.distributions import Distribution
 
 from .embedding import make_embedding
-from .prior import log_rates, log_rates_prior, rates
+from .prior import LogUniformBox, _LogRatesPrior, log_rates, log_rates_prior, rates
 from . import parallel
 
 __all__ = ["InferenceConfig", "InferenceResult", "LogRatesPosterior", "run_sequential_npe", "simulate_round"]
@@ -60,6 +60,15 @@ class InferenceConfig:
             MAP is then the mode in those coordinates. ``NPE_A`` needs a log-uniform prior for it.
         truncation_quantile: with ``TSNPE``, the posterior mass left out of each later round's
             proposal (sbi's ``get_density_thresholder`` default, 1e-4).
+        augment: training pairs per forward solve (``TSNPE`` only). The thresholds act after
+            the solve, so each solve is observed ``augment`` times: with the thresholds it was
+            drawn with and with ``augment - 1`` more pairs drawn from the round's proposal given
+            its (D, rho), and, for a noisy observation model, fresh noise. Every pair is then
+            still a draw from the proposal, which is what TSNPE's loss needs (see
+            ``_redrawn_thresholds``). Needs a simulator with ``solve(theta)`` and
+            ``observe(density, theta)``, as [`TumorSimulator`][sbi_tumor.simulator.TumorSimulator]
+            has, and a prior whose thresholds are independent of (D, rho), as every
+            ``make_prior`` prior is. ``num_simulations`` still counts solves.
         max_num_epochs, stop_after_epochs, training_batch_size, learning_rate: passed to ``train``.
         num_posterior_samples: samples drawn from the final posterior for the result.
         simulation_batch_size: parameter sets per simulator call (and per task on workers).
@@ -80,6 +89,7 @@ class InferenceConfig:
     embedding_kwargs: dict = field(default_factory=dict)
     log_space: bool = False
     truncation_quantile: float = 1e-4
+    augment: int = 1
     max_num_epochs: int = 200
     stop_after_epochs: int = 20
     training_batch_size: int = 50
@@ -97,6 +107,9 @@ class InferenceConfig:
             raise ValueError("Need num_rounds >= 1 and num_simulations >= 2.")
         if not 0 < self.truncation_quantile < 1:
             raise ValueError(f"truncation_quantile must be in (0, 1), got {self.truncation_quantile}.")
+        if self.augment < 1 or (self.augment > 1 and self.method != "TSNPE"):
+            raise ValueError(f"augment must be 1, or > 1 with method='TSNPE' (whose proposals stay valid when "
+                             f"thresholds are redrawn), got augment={self.augment} with {self.method!r}.")
         if self.num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {self.num_workers}.")
 
@@ -215,6 +228,7 @@ class CurveTracker:
 
 
 def _trainer(prior: Distribution, x_o: torch.Tensor, config: InferenceConfig, progress: bool):
+    """sbi's trainer for ``config.method`` and the embedding net inside its density estimator."""
     from sbi.inference import NPE_A, NPE_B, NPE_C
     from sbi.neural_nets import posterior_nn
 
@@ -224,10 +238,39 @@ def _trainer(prior: Distribution, x_o: torch.Tensor, config: InferenceConfig, pr
     if config.method == "NPE_A":
         builder = _standardizing(posterior_nn("mdn_snpe_a", **common), embedding)
         return NPE_A(prior=prior, density_estimator=builder, num_components=config.num_components,
-                     show_progress_bars=progress, tracker=CurveTracker())
+                     show_progress_bars=progress, tracker=CurveTracker()), embedding
     builder = _standardizing(posterior_nn("mdn", num_components=config.num_components, **common), embedding)
     cls = NPE_B if config.method == "NPE_B" else NPE_C  # TSNPE trains NPE_C with its first-round loss
-    return cls(prior=prior, density_estimator=builder, show_progress_bars=progress, tracker=CurveTracker())
+    return cls(prior=prior, density_estimator=builder, show_progress_bars=progress,
+               tracker=CurveTracker()), embedding
+
+
+def _fixed_features(embedding: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """For an embedding with a fixed feature map in front (``features``, ``takes_features``):
+    switch it to take features and return the map, label maps -> float32 ``(N, F)``.
+
+    sbi then trains on features computed once per simulation instead of once per epoch (the
+    map costs about 1 ms per label map, the rest of the net a fraction of that), and holds
+    ``F`` numbers per simulation instead of a float32 copy of the label map.
+    """
+    if not hasattr(embedding, "takes_features"):
+        return None
+    embedding.takes_features = True
+
+    @torch.no_grad()
+    def features(x: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+        return torch.cat([embedding.features(c.to(torch.float32)) for c in torch.split(x, chunk)])
+
+    return features
+
+
+def _on_label_maps(posterior: Any, x_shape: torch.Size) -> Any:
+    """The posterior trained on fixed features, made to take label maps ``x_shape`` again: its
+    embedding computes the features itself (sbi 0.27 checks x against ``_condition_shape``)."""
+    estimator = posterior.posterior_estimator
+    estimator.embedding_net.takes_features = False
+    estimator._condition_shape = torch.Size(x_shape)
+    return posterior
 
 
 def _standardizing(builder: Callable, embedding: torch.nn.Module) -> Callable:
@@ -271,9 +314,14 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
     if config.seed is not None:
         torch.manual_seed(config.seed)
         np.random.seed(config.seed)
+    if config.augment > 1 and (simulate is not None or not hasattr(simulator, "observe")):
+        raise ValueError("augment > 1 needs a simulator with solve(theta) and observe(density, theta) (as "
+                         "TumorSimulator has) and no simulate= override, which returns one map per solve.")
     if simulate is None:
+        observed = simulator if config.augment == 1 else ObservedManyTimes(simulator)
+
         def simulate(r: int, theta: torch.Tensor) -> np.ndarray:
-            return simulate_round(simulator, theta, config.simulation_batch_size, progress,
+            return simulate_round(observed, theta, config.simulation_batch_size, progress,
                                   desc=f"round {r + 1}/{config.num_rounds} simulations",
                                   num_workers=config.num_workers, client=config.client)
 
@@ -283,7 +331,9 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
             raise ValueError("NPE_A with log_space=True needs a prior that is uniform in (log D, log rho): "
                              "use make_prior(..., log_uniform=True), or method 'NPE_B', 'NPE_C' or 'TSNPE'.")
     to_theta = rates if config.log_space else (lambda theta: theta)
-    trainer = _trainer(prior, x_o, config, progress)
+    trainer, embedding = _trainer(prior, x_o, config, progress)
+    features = _fixed_features(embedding)  # None: sbi trains on the label maps themselves
+    x_train_o = x_o if features is None else features(x_o)
     truncated = config.method == "TSNPE"
     proposal: Any = prior
     posterior = None
@@ -295,9 +345,15 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
             theta = proposal.sample((config.num_simulations,), show_progress_bars=False) if r else \
                 prior.sample((config.num_simulations,))
         theta = theta.reshape(config.num_simulations, -1).to(torch.float32)
+        if config.augment > 1:  # (N, 2 + 2 augment): D, rho, then the threshold pairs
+            with _quiet(progress):
+                more = _redrawn_thresholds(proposal, prior, theta, config.augment - 1)
+            theta = torch.cat([theta, more.flatten(1)], dim=1)
         t0 = time.perf_counter()
-        x = torch.from_numpy(simulate(r, to_theta(theta))).to(torch.float32)
+        x = torch.from_numpy(simulate(r, to_theta(theta)))
         t_sim += time.perf_counter() - t0
+        theta_pairs, x = _pairs(theta, x)
+        x = x.to(torch.float32) if features is None else features(x)
 
         t0 = time.perf_counter()
         with _explained_failures(config.method, r + 1), _quiet(progress):
@@ -305,18 +361,20 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
                 # Label maps have many constant voxels, and sbi lists every one of them; x is not
                 # z-scored here (z_score_x="none"), so the warning does not apply.
                 warnings.filterwarnings("ignore", message="Data has constant values")
-                trainer.append_simulations(theta, x, proposal=proposal)
+                trainer.append_simulations(theta_pairs, x, proposal=proposal)
             extra = {"force_first_round_loss": True} if truncated else {}
             trainer.train(max_num_epochs=config.max_num_epochs, stop_after_epochs=config.stop_after_epochs,
-                          training_batch_size=min(config.training_batch_size, len(theta)),
+                          training_batch_size=min(config.training_batch_size, len(theta_pairs)),
                           learning_rate=config.learning_rate, **extra)
             posterior = trainer.build_posterior()  # no argument: passing the net breaks round 2
-            posterior.set_default_x(x_o)
+            posterior.set_default_x(x_train_o)
             proposal = _truncated_prior(prior, posterior, config.truncation_quantile) if truncated else posterior
         t_train += time.perf_counter() - t0
-        thetas.append(to_theta(theta))
+        thetas.append(to_theta(theta[:, :4]))
         training.append(_round_summary(trainer._summary, r + 1, training))
 
+    if features is not None:
+        posterior = _on_label_maps(posterior, x_o.shape[1:])
     with _explained_failures(config.method, config.num_rounds), _quiet(progress):
         samples = posterior.sample((config.num_posterior_samples,), x=x_o, show_progress_bars=False)
         posterior.set_default_x(x_o)  # sbi 0.27's map() no longer takes x
@@ -328,6 +386,69 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
         training=training, wall_time=time.perf_counter() - start, simulation_time=t_sim,
         training_time=t_train, num_simulations=sum(len(t) for t in thetas), config=config.to_dict())
     return posterior, result
+
+
+class ObservedManyTimes:
+    """``theta (B, 2 + 2K) -> x (B, K, nx, ny, nz)``: one solve per row's (D, rho), observed with
+    each of its K threshold pairs. Picklable for simulation workers."""
+
+    def __init__(self, simulator: Callable):
+        self.simulator = simulator
+
+    def __call__(self, theta: torch.Tensor) -> torch.Tensor:
+        theta = torch.as_tensor(theta, dtype=torch.float64)
+        density = self.simulator.solve(theta[:, :2])
+        pairs = theta[:, 2:].reshape(len(theta), -1, 2)
+        return torch.cat([self.simulator.observe(density, torch.cat([theta[:, :2], pairs[:, k]], dim=1))
+                          for k in range(pairs.shape[1])], dim=1)
+
+
+def _pairs(theta: torch.Tensor, x: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training pairs ``(N K, 4)``, ``(N K, 1, nx, ny, nz)`` from ``theta (N, 2 + 2K)`` and its
+    ``x (N, K, nx, ny, nz)``; with K = 1 they are theta and x as they are."""
+    n, k = theta.shape[0], (theta.shape[1] - 2) // 2
+    rates_ = theta[:, None, :2].expand(n, k, 2)
+    pairs = torch.cat([rates_, theta[:, 2:].reshape(n, k, 2)], dim=2).reshape(n * k, 4)
+    x = torch.as_tensor(x)
+    return pairs, x.reshape(n * k, 1, *x.shape[2:])
+
+
+def _redrawn_thresholds(proposal: Distribution, prior: Distribution, theta: torch.Tensor, k: int,
+                        candidates: int = 64, tries: int = 20) -> torch.Tensor:
+    """``k`` more threshold pairs per row of ``theta (N, 4)``, each drawn from the proposal's
+    conditional given the row's (D, rho); ``(N, k, 2)``.
+
+    The proposal is the prior or the prior restricted to a region (TSNPE). With thresholds
+    independent of (D, rho) in the prior, that conditional is the prior's thresholds restricted
+    to the region's slice at (D, rho): draw candidates from the prior and keep those inside.
+    Replacing a row's thresholds by such a draw leaves the pair's distribution the proposal
+    (as a Gibbs step does), so TSNPE's loss stays exact. Rows whose slice is so thin that fewer
+    than ``k`` candidates fall inside take theirs, and the row's own thresholds (also a draw from
+    the slice), uniformly with replacement: each pair is still such a draw, only less independent.
+    """
+    if not isinstance(prior, (BoxUniform, LogUniformBox, _LogRatesPrior)):
+        raise ValueError("augment needs a prior whose thresholds are independent of (D, rho), such as "
+                         f"make_prior(...) returns; got {type(prior).__name__}.")
+    n = len(theta)
+    inside = getattr(proposal, "_accept_reject_fn", None)  # None: the proposal is the prior
+    found: list[torch.Tensor] = [theta.new_empty(0, 2)] * n
+    for _ in range(tries):
+        draws = prior.sample((n * candidates,))[:, 2:].reshape(n, candidates, 2).to(theta.dtype)
+        if inside is None:
+            ok = torch.ones(n, candidates, dtype=torch.bool)
+        else:
+            full = torch.cat([theta[:, None, :2].expand(n, candidates, 2), draws], dim=2)
+            ok = inside(full.reshape(-1, 4)).reshape(n, candidates)
+        found = [torch.cat([f, d[o]]) if len(f) < k else f for f, d, o in zip(found, draws, ok)]
+        if min(len(f) for f in found) >= k:
+            break
+    out = []
+    for row, f in zip(theta, found):
+        if len(f) < k:
+            pool = torch.cat([f, row[None, 2:]])
+            f = pool[torch.randint(len(pool), (k,))]
+        out.append(f[:k])
+    return torch.stack(out)
 
 
 def _truncated_prior(prior: Distribution, posterior: Any, quantile: float) -> Distribution:

@@ -133,7 +133,24 @@ class TumorSimulator:
 
     def __call__(self, theta: torch.Tensor) -> torch.Tensor:
         """Label maps at the observation day, float32 ``(B, 1, nx, ny, nz)``."""
-        labels = self.labels(theta, [self.day])
+        theta = _as_theta(theta)  # invalid thresholds raise before the solve
+        return self.observe(self.solve(theta), theta)
+
+    def solve(self, theta) -> np.ndarray:
+        """The forward model alone: density at the observation day, float32 ``(B, nx, ny, nz)``;
+        theta ``(B, 2+)`` (only D and rho are used)."""
+        return self.density(theta, [self.day])[:, 0]
+
+    def observe(self, density: np.ndarray, theta) -> torch.Tensor:
+        """The observation model alone: label maps of ``density`` ``(B, nx, ny, nz)`` with the
+        thresholds of theta ``(B, 4)``, float32 ``(B, 1, nx, ny, nz)``.
+
+        ``simulator(theta) == observe(solve(theta), theta)``; one solve can be observed with
+        several thresholds (``InferenceConfig.augment``).
+        """
+        theta = _as_theta(theta)
+        labels = label_map(np.asarray(density)[:, None], theta[:, 2].reshape(-1, 1, 1, 1, 1),
+                           theta[:, 3].reshape(-1, 1, 1, 1, 1))
         return torch.from_numpy(labels).to(torch.float32)
 
     def labels(self, theta, days: Sequence[float]) -> np.ndarray:

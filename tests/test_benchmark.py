@@ -47,6 +47,8 @@ def test_config_rejects_bad_settings():
         BenchmarkConfig(budgets=(6,), npe_rounds=4)
     with pytest.raises(ValueError, match="npe_method must be one of"):
         BenchmarkConfig(npe_method="SNLE")
+    with pytest.raises(ValueError, match="npe_augment must be 1, or > 1 with npe_method 'TSNPE'"):
+        BenchmarkConfig(npe_augment=10)
 
 
 def test_parser_registers_npe_vs_mcmc():
@@ -59,14 +61,16 @@ def test_parser_registers_npe_vs_mcmc():
     config = benchmark.config_from_args(args)
     assert config.budgets == (500, 1000) and config.embedding == "mlp"
     assert benchmark.command_line(args).startswith("sbi-tumor benchmark npe-vs-mcmc --case paper --budgets 500 1000")
-    args = parser.parse_args(["benchmark", "npe-vs-mcmc", "--method", "TSNPE", "--embedding", "radial",
+    args = parser.parse_args(["benchmark", "npe-vs-mcmc", "--method", "TSNPE", "--augment", "10",
+                              "--embedding", "radial",
                               "--embedding-kwargs", '{"octants": true}', "--log-space", "--out", "x"])
     config = benchmark.config_from_args(args)
     assert config.npe_method == "TSNPE" and config.embedding == "radial" and config.npe_log_space
+    assert config.npe_augment == 10
     assert config.embedding_kwargs == {"octants": True}
     command = benchmark.command_line(args)
     assert command.endswith("""--embedding-kwargs '{"octants": true}' --log-space --seed 0 --out x""")
-    assert "--method TSNPE --embedding radial" in command
+    assert "--method TSNPE --augment 10 --embedding radial" in command
     assert parser.parse_args(shlex.split(command)[1:]) == args  # the recorded command reproduces the run
 
 

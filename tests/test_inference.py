@@ -4,8 +4,8 @@ import torch
 from sbi.utils import BoxUniform
 from scipy.stats import chi2
 
-from sbi_tumor.inference import (InferenceConfig, _explained_failures, _truncated_prior, load_posterior,
-                                 run_sequential_npe, save_result)
+from sbi_tumor.inference import (InferenceConfig, _explained_failures, _redrawn_thresholds, _truncated_prior,
+                                 load_posterior, run_sequential_npe, save_result)
 from sbi_tumor.prior import make_prior
 from sbi_tumor.simulator import TumorSimulator
 from conftest import phantom
@@ -76,6 +76,48 @@ def test_truncated_prior_is_the_prior_on_the_highest_density_region():
     assert torch.allclose(theta.mean(0), mean, atol=0.01)
 
 
+def test_redrawn_thresholds_keep_the_pairs_distributed_as_the_truncated_prior():
+    torch.manual_seed(0)
+    prior = BoxUniform(torch.zeros(4), torch.ones(4))
+    mean, std = torch.tensor([0.5, 0.4, 0.6, 0.5]), torch.tensor([0.05, 0.1, 0.02, 0.08])
+    proposal = _truncated_prior(prior, GaussianPosterior(mean, std), quantile=0.1)
+    theta = proposal.sample((1000,), show_progress_bars=False, print_rejected_frac=False)
+    more = _redrawn_thresholds(proposal, prior, theta, k=4)
+    assert more.shape == (1000, 4, 2)
+    pairs = torch.cat([theta[:, None, :2].expand(1000, 4, 2), more], dim=2).reshape(-1, 4)
+    r2 = (((pairs - mean) / std) ** 2).sum(1)
+    edge = chi2.ppf(0.9, df=4)
+    assert r2.max() <= edge * 1.02
+    # still uniform on the 4-ball, as the proposal's own draws are (see the test above); thresholds
+    # drawn from the prior would leave it, and ones drawn near the centre would give more than 1/4
+    assert abs(float((r2 < edge / 2).float().mean()) - 0.25) < 0.03
+    # from the prior itself (round 1), the extra pairs are the prior's thresholds
+    flat = _redrawn_thresholds(prior, prior, theta[:500], k=4).reshape(-1, 2)
+    assert torch.allclose(flat.mean(0), torch.tensor([0.5, 0.5]), atol=0.02)
+
+
+def test_augmented_tsnpe_observes_each_solve_several_times(problem, monkeypatch):
+    from sbi.inference import NPE_C
+
+    sim, prior, x_o = problem
+    solved, appended = [], []
+    solve, append = sim.solve, NPE_C.append_simulations
+    monkeypatch.setattr(sim, "solve", lambda theta: solved.append(len(theta)) or solve(theta))
+    monkeypatch.setattr(NPE_C, "append_simulations",
+                        lambda self, theta, x, **kw: appended.append(len(theta)) or append(self, theta, x, **kw))
+    config = quick("TSNPE", augment=4, embedding="radial", embedding_kwargs={})
+    posterior, result = run_sequential_npe(sim, prior, x_o, config, progress=False)
+    assert sum(solved) == result.num_simulations == 240 and len(result.theta_per_round[1]) == 120
+    assert appended == [480, 480]  # 4 pairs per solve
+    speed = 2 * (result.samples[:, 0] * result.samples[:, 1]).sqrt()
+    true_speed = 2 * (TRUTH[0, 0] * TRUTH[0, 1]).sqrt()
+    prior_speed = 2 * (prior.sample((4000,))[:, :2].prod(1)).sqrt()
+    assert speed.std() < 0.7 * prior_speed.std()  # measured 0.65
+    assert abs(speed.mean() - true_speed) < 2 * speed.std() + 0.05
+    with pytest.raises(ValueError, match="augment > 1 needs a simulator with solve"):
+        run_sequential_npe(lambda theta: sim(theta), prior, x_o, config, progress=False)
+
+
 @pytest.mark.parametrize("method", ["NPE_A", "NPE_C"])
 def test_radial_features_are_z_scored_on_the_first_round(problem, method):
     sim, prior, x_o = problem
@@ -88,6 +130,30 @@ def test_radial_features_are_z_scored_on_the_first_round(problem, method):
     assert 1e-3 < float(embedding.feature_std.max()) < 1.0 and float(embedding.feature_std.min()) == pytest.approx(1e-3)
     assert abs(float(((features - embedding.feature_mean) / embedding.feature_std)[:, embedding.feature_std > 1e-3]
                      .mean())) < 0.5
+
+
+def test_radial_nets_train_on_features_computed_once_and_the_posterior_takes_label_maps(problem, tmp_path,
+                                                                                      monkeypatch):
+    from sbi_tumor.embedding import RadialProfileEmbedding
+
+    sim, prior, x_o = problem
+    featurized = []
+    original = RadialProfileEmbedding.features
+    monkeypatch.setattr(RadialProfileEmbedding, "features",
+                        lambda self, x: featurized.append(len(x)) or original(self, x))
+    config = quick("NPE_C", num_rounds=2, num_simulations=60, max_num_epochs=5, stop_after_epochs=5,
+                   embedding="radial", embedding_kwargs={})
+    posterior, result = run_sequential_npe(sim, prior, x_o, config, progress=False)
+    # each simulation once (training 5+ epochs on label maps would pass 600+ maps in batches of 50);
+    # single maps are x_o, embedded by sbi at every sample/log_prob/MAP step
+    assert sum(n for n in featurized if n > 1) == 120, featurized
+    estimator = posterior.posterior_estimator
+    assert not estimator.embedding_net.takes_features and estimator.condition_shape == x_o.shape[1:]
+    theta = result.samples[:20]
+    log_p = posterior.log_prob(theta, x=x_o)
+    assert torch.isfinite(log_p).all()
+    save_result(tmp_path, posterior, result)
+    assert torch.allclose(load_posterior(tmp_path)[0].log_prob(theta, x=x_o), log_p)
 
 
 def test_fixed_seed_is_reproducible_and_posterior_reloads(problem, tmp_path, capsys):
@@ -113,6 +179,8 @@ def test_bad_config_is_rejected():
         InferenceConfig(method="SNLE")
     with pytest.raises(ValueError, match="truncation_quantile must be in"):
         InferenceConfig(method="TSNPE", truncation_quantile=0.0)
+    with pytest.raises(ValueError, match="augment must be 1, or > 1 with method='TSNPE'.*'NPE_C'"):
+        InferenceConfig(method="NPE_C", augment=4)
 
 
 def test_npe_a_correction_failure_becomes_an_actionable_error():
