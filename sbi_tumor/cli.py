@@ -89,7 +89,8 @@ def _inference_config(args: argparse.Namespace):
     return InferenceConfig(method=args.method, num_rounds=args.rounds, num_simulations=args.simulations,
                            embedding=args.embedding, max_num_epochs=args.max_epochs, seed=args.seed,
                            embedding_kwargs={"hidden": args.mlp_hidden} if args.embedding == "mlp" else {},
-                           num_workers=args.workers, client=args.scheduler, log_space=args.log_space)
+                           num_workers=args.workers, client=args.scheduler, log_space=args.log_space,
+                           augment=args.augment)
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
@@ -237,6 +238,9 @@ def add_inference_arguments(parser: argparse.ArgumentParser, rounds: int, simula
     group.add_argument("--log-space", action="store_true",
                        help="train on (log D, log rho, u_T1, u_T2), where the posterior ridge at a fixed "
                             "front speed is straight (not with NPE_A)")
+    group.add_argument("--augment", type=int, default=1,
+                       help="with --method TSNPE: training pairs per simulation, each solve observed with "
+                            "this many threshold pairs (default 1; 10 measured best in benchmarks)")
     group.add_argument("--max-epochs", type=int, default=max_epochs,
                        help=f"most training epochs per round (default {max_epochs})")
     group.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

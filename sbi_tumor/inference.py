@@ -36,7 +36,8 @@ from .embedding import make_embedding
 from .prior import LogUniformBox, _LogRatesPrior, log_rates, log_rates_prior, rates
 from . import parallel
 
-__all__ = ["InferenceConfig", "InferenceResult", "LogRatesPosterior", "run_sequential_npe", "simulate_round"]
+__all__ = ["InferenceConfig", "InferenceResult", "LogRatesPosterior", "ObservedManyTimes", "parameter_pairs",
+           "run_sequential_npe", "simulate_round"]
 
 Method = Literal["NPE_A", "NPE_B", "NPE_C", "TSNPE"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -301,7 +302,8 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
         simulate: ``simulate(round, theta) -> x uint8`` overriding how a round is simulated
             (used to store/resume or to distribute simulations); defaults to
             [`simulate_round`][sbi_tumor.inference.simulate_round]. It receives theta, also with
-            ``log_space``.
+            ``log_space``. With ``augment = K > 1``, theta is ``(N, 2 + 2K)`` (D, rho, then K
+            threshold pairs) and x ``(N, K, nx, ny, nz)``: see ``ObservedManyTimes``.
 
     Returns:
         ``(posterior, result)``: an sbi ``DirectPosterior`` with ``default_x = x_o`` (with
@@ -314,9 +316,9 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
     if config.seed is not None:
         torch.manual_seed(config.seed)
         np.random.seed(config.seed)
-    if config.augment > 1 and (simulate is not None or not hasattr(simulator, "observe")):
-        raise ValueError("augment > 1 needs a simulator with solve(theta) and observe(density, theta) (as "
-                         "TumorSimulator has) and no simulate= override, which returns one map per solve.")
+    if config.augment > 1 and simulate is None and not hasattr(simulator, "observe"):
+        raise ValueError("augment > 1 needs a simulator with solve(theta) and observe(density, theta), as "
+                         "TumorSimulator has.")
     if simulate is None:
         observed = simulator if config.augment == 1 else ObservedManyTimes(simulator)
 
@@ -352,7 +354,7 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
         t0 = time.perf_counter()
         x = torch.from_numpy(simulate(r, to_theta(theta)))
         t_sim += time.perf_counter() - t0
-        theta_pairs, x = _pairs(theta, x)
+        theta_pairs, x = parameter_pairs(theta), x.reshape(-1, 1, *x.shape[2:])
         x = x.to(torch.float32) if features is None else features(x)
 
         t0 = time.perf_counter()
@@ -403,14 +405,12 @@ class ObservedManyTimes:
                           for k in range(pairs.shape[1])], dim=1)
 
 
-def _pairs(theta: torch.Tensor, x: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training pairs ``(N K, 4)``, ``(N K, 1, nx, ny, nz)`` from ``theta (N, 2 + 2K)`` and its
-    ``x (N, K, nx, ny, nz)``; with K = 1 they are theta and x as they are."""
+def parameter_pairs(theta: torch.Tensor) -> torch.Tensor:
+    """``(N K, 4)`` parameter sets from ``theta (N, 2 + 2K)``: row ``n K + k`` is row n's (D, rho)
+    with its k-th threshold pair, matching ``x (N, K, ...)`` reshaped to ``(N K, 1, ...)``."""
     n, k = theta.shape[0], (theta.shape[1] - 2) // 2
     rates_ = theta[:, None, :2].expand(n, k, 2)
-    pairs = torch.cat([rates_, theta[:, 2:].reshape(n, k, 2)], dim=2).reshape(n * k, 4)
-    x = torch.as_tensor(x)
-    return pairs, x.reshape(n * k, 1, *x.shape[2:])
+    return torch.cat([rates_, theta[:, 2:].reshape(n, k, 2)], dim=2).reshape(n * k, 4)
 
 
 def _redrawn_thresholds(proposal: Distribution, prior: Distribution, theta: torch.Tensor, k: int,

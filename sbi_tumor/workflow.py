@@ -43,7 +43,8 @@ import torch
 from torch.distributions import Distribution
 
 from .anatomy import Anatomy, load_mni152
-from .inference import InferenceConfig, InferenceResult, run_sequential_npe, save_result, simulate_round
+from .inference import (InferenceConfig, InferenceResult, ObservedManyTimes, parameter_pairs, run_sequential_npe,
+                        save_result, simulate_round)
 from .io import (InputError, SimulationStore, StoreError, adc_to_density, atomic_output_dir, check_day,
                  load_adc, load_mask, load_segmentations, package_version, save_nifti, to_anatomy_grid)
 from .observation import label_map, masks_to_labels
@@ -331,27 +332,39 @@ def _open_store(path: Path, grid_shape: Sequence[int], settings: dict, resume: b
 def _stored_simulate(store: SimulationStore, simulator: TumorSimulator, config: InferenceConfig,
                      progress: bool) -> Callable[[int, torch.Tensor], np.ndarray]:
     """``simulate(round, theta)`` for [`run_sequential_npe`][sbi_tumor.inference.run_sequential_npe] that stores each finished batch
-    and, on resume, reuses the stored rows (after checking they are the same draws)."""
+    and, on resume, reuses the stored rows (after checking they are the same draws).
+
+    With ``config.augment = K > 1`` each solve's K label maps are K rows of the store, row
+    ``n K + k`` holding the k-th parameter pair of solve n (``parameter_pairs``).
+    """
+    k = config.augment
+    observed = simulator if k == 1 else ObservedManyTimes(simulator)
 
     def simulate(r: int, theta: torch.Tensor) -> np.ndarray:
-        pending = store.pending(r, len(theta))
-        done = np.setdiff1d(np.arange(len(theta)), pending)
+        pairs = parameter_pairs(theta)
+        missing = store.pending(r, len(pairs))
+        pending = np.unique(missing // k)  # solves with a map still missing
+        done = np.setdiff1d(np.arange(len(pairs)), missing)
         if done.size:
             stored, _ = store.load(r)
-            if not torch.equal(stored, theta[done]):
+            if not torch.equal(stored, pairs[done]):
                 raise StoreError(
                     f"The parameters redrawn for round {r + 1} differ from those stored in "
                     f"{store.path}: this machine does not reproduce the interrupted run (another "
                     "torch version or thread count?). Delete the work directory and start afresh.")
         if pending.size:
             desc = f"round {r + 1}/{config.num_rounds} simulations"
-            simulate_round(simulator, theta[pending], config.simulation_batch_size, progress,
-                           desc=desc + (f" ({done.size} stored)" if done.size else ""),
-                           num_workers=config.num_workers, client=config.client,
-                           on_batch=lambda start, tb, xb: store.write(
-                               r, pending[start:start + len(tb)], tb, xb[:, 0]))
+            stored_solves = len(theta) - pending.size
+
+            def write(start: int, tb: torch.Tensor, xb: np.ndarray) -> None:
+                rows = (pending[start:start + len(tb), None] * k + np.arange(k)).ravel()
+                store.write(r, rows, parameter_pairs(tb), xb.reshape(-1, *xb.shape[2:]))
+
+            simulate_round(observed, theta[pending], config.simulation_batch_size, progress,
+                           desc=desc + (f" ({stored_solves} stored)" if stored_solves else ""),
+                           num_workers=config.num_workers, client=config.client, on_batch=write)
         _, x = store.load(r)
-        return x[:, None].numpy()
+        return x.reshape(len(theta), k, *x.shape[1:]).numpy()
 
     return simulate
 

@@ -36,10 +36,10 @@ def fitted(patient, anatomy, tmp_path_factory):
     return fit(patient, anatomy, out, truth=patient.truth), out
 
 
-def fit(patient, anatomy, out, **kw):
+def fit(patient, anatomy, out, config=None, **kw):
     return infer_patient(patient.t1, patient.t2, patient.day, adc=patient.adc,
                          t2_initial=patient.t2_initial, anatomy=anatomy, prior="paper",
-                         config=tiny_config(), out_dir=out, progress=False, **kw)
+                         config=config or tiny_config(), out_dir=out, progress=False, **kw)
 
 
 def image(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -210,7 +210,7 @@ class Interrupt(BaseException):
 
 def interrupt_after(monkeypatch, calls: int) -> None:
     """Make the simulator fail on its ``calls + 1``-th batch, as a crash or Ctrl-C would."""
-    original = TumorSimulator.__call__
+    original = TumorSimulator.solve
     count = {"n": 0}
 
     def call(self, theta):
@@ -219,7 +219,7 @@ def interrupt_after(monkeypatch, calls: int) -> None:
             raise Interrupt("simulated crash")
         return original(self, theta)
 
-    monkeypatch.setattr(TumorSimulator, "__call__", call)
+    monkeypatch.setattr(TumorSimulator, "solve", call)
 
 
 def crash_midway(patient, anatomy, out, monkeypatch) -> None:
@@ -245,14 +245,37 @@ def test_interrupted_run_resumes_to_the_same_result(fitted, patient, anatomy, tm
     with pytest.raises(FileExistsError, match="--resume"):
         fit(patient, anatomy, out)  # refuses to throw the work away
 
-    calls = []
-    original = TumorSimulator.__call__
-    monkeypatch.setattr(TumorSimulator, "__call__", lambda self, t: calls.append(len(t)) or original(self, t))
+    calls = count_solves(monkeypatch)
     run = fit(patient, anatomy, out, resume=True)
     assert sum(calls) == 20  # only the missing simulations
     assert torch.equal(run.result.samples, fitted[0].result.samples)
     assert torch.equal(run.result.map, fitted[0].result.map)
     assert out.is_dir() and not work.exists()
+
+
+def count_solves(monkeypatch) -> list[int]:
+    calls: list[int] = []
+    original = TumorSimulator.solve
+    monkeypatch.setattr(TumorSimulator, "solve", lambda self, t: calls.append(len(t)) or original(self, t))
+    return calls
+
+
+def test_augmented_run_stores_every_map_and_resumes_to_the_same_result(patient, anatomy, tmp_path, monkeypatch):
+    config = tiny_config(method="TSNPE", augment=3)
+    reference = fit(patient, anatomy, tmp_path / "reference", config=config)
+    out = tmp_path / "posterior"
+    interrupt_after(monkeypatch, 8)  # round 2, after 6 + 2 batches of 5 solves
+    with pytest.raises(Interrupt):
+        fit(patient, anatomy, out, config=config)
+    monkeypatch.undo()
+    store = SimulationStore.open(tmp_path / "posterior.partial" / "simulations.zarr", mode="r")
+    assert store.completed(0) == 90 and store.completed(1) == 30  # 3 maps per solve
+    theta, x = store.load(0)
+    assert torch.equal(theta[0::3, :2], theta[1::3, :2]) and not torch.equal(theta[0::3, 2:], theta[1::3, 2:])
+    calls = count_solves(monkeypatch)
+    run = fit(patient, anatomy, out, config=config, resume=True)
+    assert sum(calls) == 20 and run.result.num_simulations == 60
+    assert torch.equal(run.result.samples, reference.result.samples)
 
 
 def test_resume_with_other_inputs_is_refused(patient, anatomy, tmp_path, monkeypatch):
