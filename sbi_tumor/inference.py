@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import time
 import warnings
@@ -344,8 +345,12 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
     start = time.perf_counter()
     for r in range(config.num_rounds):
         with _explained_failures(config.method, r + 1), _quiet(progress):
-            theta = proposal.sample((config.num_simulations,), show_progress_bars=False) if r else \
-                prior.sample((config.num_simulations,))
+            if r == 0:
+                theta = prior.sample((config.num_simulations,))
+            elif truncated:
+                theta = _sample_truncated(proposal, config.num_simulations)
+            else:
+                theta = proposal.sample((config.num_simulations,), show_progress_bars=False)
         theta = theta.reshape(config.num_simulations, -1).to(torch.float32)
         if config.augment > 1:  # (N, 2 + 2 augment): D, rho, then the threshold pairs
             with _quiet(progress):
@@ -461,6 +466,20 @@ def _truncated_prior(prior: Distribution, posterior: Any, quantile: float) -> Di
 
     inside = get_density_thresholder(Quiet(), quantile=quantile, num_samples_to_estimate_support=100_000)
     return RestrictedPrior(prior, inside, posterior=posterior, sample_with="rejection")
+
+
+def _sample_truncated(proposal: Any, n: int) -> torch.Tensor:
+    """``n`` draws of the truncated prior, without sbi's notes on its rejection rate: a region
+    holding 0.01% of the prior is expected after a few rounds, and rejection stays cheap there
+    (a posterior density per prior draw)."""
+    low_acceptance = logging.Filter()
+    low_acceptance.filter = lambda record: "proposal samples are" not in record.getMessage()
+    root = logging.getLogger()  # sbi warns through logging.warning
+    root.addFilter(low_acceptance)
+    try:
+        return proposal.sample((n,), show_progress_bars=False, print_rejected_frac=False)
+    finally:
+        root.removeFilter(low_acceptance)
 
 
 def _quiet(progress: bool):

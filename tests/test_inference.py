@@ -4,8 +4,8 @@ import torch
 from sbi.utils import BoxUniform
 from scipy.stats import chi2
 
-from sbi_tumor.inference import (InferenceConfig, _explained_failures, _redrawn_thresholds, _truncated_prior,
-                                 load_posterior, run_sequential_npe, save_result)
+from sbi_tumor.inference import (InferenceConfig, _explained_failures, _redrawn_thresholds, _sample_truncated,
+                                 _truncated_prior, load_posterior, run_sequential_npe, save_result)
 from sbi_tumor.prior import make_prior
 from sbi_tumor.simulator import TumorSimulator
 from conftest import phantom
@@ -74,6 +74,15 @@ def test_truncated_prior_is_the_prior_on_the_highest_density_region():
     # uniform on the 4-ball of radius R: P(r < a R) = a^4, unlike the Gaussian's mass near the centre
     assert abs(float((r2 < edge / 2).float().mean()) - 0.25) < 0.03
     assert torch.allclose(theta.mean(0), mean, atol=0.01)
+
+
+def test_a_small_truncated_region_is_sampled_without_sbi_notes(capsys, caplog):
+    torch.manual_seed(0)
+    prior = BoxUniform(torch.zeros(4), torch.ones(4))
+    narrow = GaussianPosterior(torch.full((4,), 0.5), torch.full((4,), 0.01))  # ~1e-6 of the prior
+    theta = _sample_truncated(_truncated_prior(prior, narrow, quantile=1e-4), 20)
+    assert theta.shape == (20, 4) and ((theta - 0.5).abs() < 0.1).all()
+    assert capsys.readouterr().out == "" and not caplog.records
 
 
 def test_redrawn_thresholds_keep_the_pairs_distributed_as_the_truncated_prior():
