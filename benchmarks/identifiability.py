@@ -105,7 +105,7 @@ def plot(panels: list[tuple], d_grid, rho_grid, path: Path) -> None:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="benchmarks/results/identifiability")
-    parser.add_argument("--truths", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--truths", nargs="+", type=int, default=[0, 1, 2, 3])
     parser.add_argument("--grid", type=int, default=48, help="grid points per axis (default 48)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
