@@ -62,18 +62,29 @@ class GaussianPosterior:
         return self.dist.log_prob(theta)
 
 
-def test_truncated_prior_is_the_prior_on_the_highest_density_region():
+MEAN, STD = torch.tensor([0.5, 0.4, 0.6, 0.5]), torch.tensor([0.05, 0.1, 0.02, 0.08])
+
+
+def ball_proposal():
+    """The unit-box prior truncated to the 90% region of a Gaussian posterior: a 4-ball in z-scores."""
     torch.manual_seed(0)
     prior = BoxUniform(torch.zeros(4), torch.ones(4))
-    mean, std = torch.tensor([0.5, 0.4, 0.6, 0.5]), torch.tensor([0.05, 0.1, 0.02, 0.08])
-    proposal = _truncated_prior(prior, GaussianPosterior(mean, std), quantile=0.1)
-    theta = proposal.sample((4000,), show_progress_bars=False, print_rejected_frac=False)
-    r2 = (((theta - mean) / std) ** 2).sum(1)
+    return prior, _truncated_prior(prior, GaussianPosterior(MEAN, STD), quantile=0.1)
+
+
+def assert_uniform_on_the_ball(theta):
+    r2 = (((theta - MEAN) / STD) ** 2).sum(1)
     edge = chi2.ppf(0.9, df=4)  # squared Mahalanobis radius holding 90% of a 4D Gaussian: 7.78
     assert r2.max() <= edge * 1.02  # inside the region (the threshold is estimated from samples)
     # uniform on the 4-ball of radius R: P(r < a R) = a^4, unlike the Gaussian's mass near the centre
     assert abs(float((r2 < edge / 2).float().mean()) - 0.25) < 0.03
-    assert torch.allclose(theta.mean(0), mean, atol=0.01)
+
+
+def test_truncated_prior_is_the_prior_on_the_highest_density_region():
+    _, proposal = ball_proposal()
+    theta = proposal.sample((4000,), show_progress_bars=False, print_rejected_frac=False)
+    assert_uniform_on_the_ball(theta)
+    assert torch.allclose(theta.mean(0), MEAN, atol=0.01)
 
 
 def test_a_small_truncated_region_is_sampled_without_sbi_notes(capsys, caplog):
@@ -86,20 +97,14 @@ def test_a_small_truncated_region_is_sampled_without_sbi_notes(capsys, caplog):
 
 
 def test_redrawn_thresholds_keep_the_pairs_distributed_as_the_truncated_prior():
-    torch.manual_seed(0)
-    prior = BoxUniform(torch.zeros(4), torch.ones(4))
-    mean, std = torch.tensor([0.5, 0.4, 0.6, 0.5]), torch.tensor([0.05, 0.1, 0.02, 0.08])
-    proposal = _truncated_prior(prior, GaussianPosterior(mean, std), quantile=0.1)
+    prior, proposal = ball_proposal()
     theta = proposal.sample((1000,), show_progress_bars=False, print_rejected_frac=False)
     more = _redrawn_thresholds(proposal, prior, theta, k=4)
     assert more.shape == (1000, 4, 2)
     pairs = torch.cat([theta[:, None, :2].expand(1000, 4, 2), more], dim=2).reshape(-1, 4)
-    r2 = (((pairs - mean) / std) ** 2).sum(1)
-    edge = chi2.ppf(0.9, df=4)
-    assert r2.max() <= edge * 1.02
     # still uniform on the 4-ball, as the proposal's own draws are (see the test above); thresholds
     # drawn from the prior would leave it, and ones drawn near the centre would give more than 1/4
-    assert abs(float((r2 < edge / 2).float().mean()) - 0.25) < 0.03
+    assert_uniform_on_the_ball(pairs)
     # from the prior itself (round 1), the extra pairs are the prior's thresholds
     flat = _redrawn_thresholds(prior, prior, theta[:500], k=4).reshape(-1, 2)
     assert torch.allclose(flat.mean(0), torch.tensor([0.5, 0.5]), atol=0.02)
