@@ -21,6 +21,7 @@ from .anatomy import Anatomy, AnatomyError, load_mni152, load_nifti_anatomy
 from .embedding import EMBEDDINGS
 from .inference import METHODS
 from .prior import PRESETS
+from .solver import SEED_SIGMA_MM
 
 __all__ = ["main"]
 
@@ -32,9 +33,28 @@ def add_anatomy_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--wm", help="white-matter probability map (NIfTI)")
     group.add_argument("--gm", help="grey-matter probability map (NIfTI)")
     group.add_argument("--csf", help="CSF probability map (NIfTI)")
-    group.add_argument("--resolution-mm", type=float, default=2.0,
-                       help="isotropic grid spacing to simulate on (integer multiple of the input's)")
+    group.add_argument("--resolution-mm", type=float, default=None,
+                       help="isotropic grid spacing to simulate on, an integer multiple of the input's "
+                            "(default: 2 for the atlas, the maps' own spacing for --wm/--gm/--csf)")
     group.add_argument("--ratio", type=float, default=10.0, help="D_white / D_grey (default 10)")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default, unless its help already names it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):  # flags: off
+            return text
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose help (its commands' too) shows the defaults."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
 def anatomy_from_args(args: argparse.Namespace) -> Anatomy:
@@ -42,8 +62,9 @@ def anatomy_from_args(args: argparse.Namespace) -> Anatomy:
     if any(maps) and not all(maps):
         raise AnatomyError("Give all three of --wm, --gm and --csf, or none (to use the MNI152 atlas).")
     if all(maps):
-        return load_nifti_anatomy(args.wm, args.gm, args.csf).resample(args.resolution_mm)
-    return load_mni152(args.resolution_mm)
+        anatomy = load_nifti_anatomy(args.wm, args.gm, args.csf)
+        return anatomy if args.resolution_mm is None else anatomy.resample(args.resolution_mm)
+    return load_mni152(2.0 if args.resolution_mm is None else args.resolution_mm)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -57,22 +78,22 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise ValueError(f"--days must be > 0 (days after the seed), got {days}.")
     t0 = time.perf_counter()
     anatomy = anatomy_from_args(args)
-    u0 = seed_density(anatomy, args.seed_mm)
+    u0 = seed_density(anatomy, args.seed_mm, sigma_mm=args.seed_sigma_mm)
     solver = FKSolver(anatomy, SolverConfig(ratio=args.ratio))
     n_steps = sum(solver.n_steps(args.dw, args.rho, days))
     density = solver.solve(args.dw, args.rho, u0, days, progress=not args.quiet and n_steps > 50)
     report = {"D_mm2_per_day": args.dw, "rho_per_day": args.rho, "u_T1": args.u_t1, "u_T2": args.u_t2,
-              "seed_mm": list(args.seed_mm), "grid": list(anatomy.shape),
+              "seed_mm": list(args.seed_mm), "seed_sigma_mm": args.seed_sigma_mm, "grid": list(anatomy.shape),
               "spacing_mm": anatomy.spacing.tolist(), "days": {}}
     with atomic_output_dir(args.out, overwrite=args.overwrite) as tmp:
         for day, u in zip(days, density):
             labels = label_map(u, args.u_t1, args.u_t2)
             save_nifti(Path(tmp) / f"density_day{day:g}.nii.gz", u, anatomy.affine, dtype=np.float32)
             save_nifti(Path(tmp) / f"labels_day{day:g}.nii.gz", labels, anatomy.affine, dtype=np.uint8)
-            t1 = float((labels == 2).sum() * anatomy.voxel_volume)
-            t2 = float((labels >= 1).sum() * anatomy.voxel_volume)
-            report["days"][f"{day:g}"] = {"T1_volume_mm3": t1, "T2_volume_mm3": t2}
-            print(f"day {day:g}: T1 volume {t1:.0f} mm^3, T2 volume {t2:.0f} mm^3")
+            t1 = float((labels == 2).sum() * anatomy.voxel_volume) / 1e3
+            t2 = float((labels >= 1).sum() * anatomy.voxel_volume) / 1e3
+            report["days"][f"{day:g}"] = {"T1_volume_ml": t1, "T2_volume_ml": t2}
+            print(f"day {day:g}: T1 volume {t1:.2f} mL, T2 volume {t2:.2f} mL")
         report["wall_time_s"] = time.perf_counter() - t0
         (Path(tmp) / "volumes.json").write_text(json.dumps(report, indent=2))
     print(f"wrote density_day*.nii.gz, labels_day*.nii.gz and volumes.json to {args.out} "
@@ -252,8 +273,8 @@ def add_inference_arguments(parser: argparse.ArgumentParser, rounds: int, simula
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sbi-tumor", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="sbi-tumor", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)  # commands are _Parsers too
 
     p = sub.add_parser("simulate", help="run the forward model and write density and label maps",
                        description="Simulate tumour growth from a seed point and write, per day, the "
@@ -263,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=float, nargs="+", required=True, help="output days after the seed")
     p.add_argument("--seed-mm", type=float, nargs=3, required=True, metavar=("X", "Y", "Z"),
                    help="seed point in world (MNI/scanner) mm")
+    p.add_argument("--seed-sigma-mm", type=float, default=SEED_SIGMA_MM,
+                   help="width of the seed: a Gaussian of this standard deviation (mm) and peak density 1, "
+                        "the same tumour on every grid at least this fine")
     p.add_argument("--u-t1", type=float, default=0.7, help="T1-gadolinium threshold (default 0.7)")
     p.add_argument("--u-t2", type=float, default=0.25, help="T2/FLAIR threshold (default 0.25)")
     p.add_argument("--out", required=True, help="output directory")

@@ -9,9 +9,12 @@ parameter set at a time over all CPU cores) and ``"torch"`` (:class:`~sbi_tumor.
 TorchFKSolver`, the whole batch at once). ``"auto"`` takes torch on a GPU and numba otherwise:
 on the CPU, numba is 2.5-3.5x faster per simulation (``benchmarks/batch.py``).
 
-The forward model runs on the ROI only: its faces act as a no-flux boundary, so choose the ROI
-large enough to contain the tumour at the latest day you simulate (a warning says when the
-density at the ROI border exceeds ``border_warning``).
+The forward model runs on the whole anatomy (or a ``domain_mm`` cube of it), where the only walls
+are the brain's own no-flux boundary; only the observation is cut to the ROI. A tumour larger
+than the ROI is therefore still the right tumour, seen through a window, and every prior draw
+is simulated with the same physics. (A solve costs little more on the whole anatomy: the
+solver updates only the box the tumour has reached.) A ``domain_mm`` cube is faster for very
+large images; a warning says when a tumour reaches its faces where they cut tissue.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import torch
 
 from .anatomy import Anatomy
 from .observation import check_thresholds, label_map
-from .solver import FKSolver, SolverConfig, seed_density
+from .solver import SEED_SIGMA_MM, FKSolver, SolverConfig, seed_density
 from .torch_solver import TorchFKSolver
 
 Backend = Literal["auto", "numba", "torch"]
@@ -38,13 +41,15 @@ class InitialCondition:
     """Where the tumour starts: a seed point (world mm) or a density map on the anatomy grid.
 
     Attributes:
-        seed_mm: seed point in world mm (a Gaussian bump of width ``sigma_mm``, default 1 voxel).
+        seed_mm: seed point in world mm: a Gaussian bump of width ``sigma_mm`` and peak 1, the
+            same tumour on every grid (see [`seed_density`][sbi_tumor.solver.seed_density]).
         density: density map in [0, 1], shape of the (uncropped) anatomy.
+        sigma_mm: width of the seed (mm), default ``SEED_SIGMA_MM`` (3 mm).
     """
 
     seed_mm: tuple[float, float, float] | None = None
     density: np.ndarray | None = None
-    sigma_mm: float | None = None
+    sigma_mm: float = SEED_SIGMA_MM
 
     def __post_init__(self) -> None:
         if (self.seed_mm is None) == (self.density is None):
@@ -76,9 +81,13 @@ class TumorSimulator:
         anatomy: the brain anatomy (full image; the ROI is cropped from it).
         initial: the initial condition (or pass ``seed_mm=``).
         day: observation day (days after the initial condition).
-        roi_size_mm: edge of the cubic ROI centred on the initial tumour (mm).
+        roi_size_mm: edge of the cubic ROI centred on the initial tumour (mm): the region the
+            label maps x cover.
+        domain_mm: edge of the cubic region the model is solved on (mm); default ``None``, the
+            whole anatomy.
         solver_config: numerical settings of the forward model.
-        border_warning: warn when the density on the ROI border exceeds this value.
+        border_warning: warn when the density on a face of a ``domain_mm`` cube that cuts tissue
+            exceeds this value.
         backend: ``"numba"``, ``"torch"`` or ``"auto"``: torch when ``device`` is given or CUDA is
             available, else numba. ``"auto"`` is decided in the process that simulates, so a
             simulator sent to GPU workers uses their GPUs.
@@ -91,7 +100,8 @@ class TumorSimulator:
 
     def __init__(self, anatomy: Anatomy, initial: InitialCondition | None = None, *,
                  seed_mm: Sequence[float] | None = None, day: float,
-                 roi_size_mm: float = 64.0, solver_config: SolverConfig | None = None,
+                 roi_size_mm: float = 64.0, domain_mm: float | None = None,
+                 solver_config: SolverConfig | None = None,
                  border_warning: float = 0.05, backend: Backend = "auto",
                  device: str | torch.device | None = None):
         if initial is None:
@@ -107,12 +117,17 @@ class TumorSimulator:
         self.device = None if device is None else str(device)  # str: picklable, device-free
         self._torch_solver: TorchFKSolver | None = None  # built on first use, in each process
         self.day = float(day)
-        self.roi = anatomy.crop(initial.centre_mm(anatomy), roi_size_mm)
-        self.solver = FKSolver(self.roi, solver_config)
-        self.u0 = initial.on(anatomy, self.roi)
+        centre = initial.centre_mm(anatomy)
+        self.roi = anatomy.crop(centre, roi_size_mm)
+        #: the anatomy the model is solved on (the ROI is a window of it)
+        self.domain = anatomy if domain_mm is None else anatomy.crop(centre, max(domain_mm, roi_size_mm))
+        self.solver = FKSolver(self.domain, solver_config)
+        self.u0 = initial.on(anatomy, self.domain)
         self.border_warning = border_warning
         #: slices of the full anatomy grid covered by the ROI (to paste results back)
         self.roi_slices = anatomy.crop_slices(self.roi)
+        self._window = self.domain.crop_slices(self.roi)
+        self._walls = _cut_faces(anatomy, self.domain)
         self.full_shape = anatomy.shape
 
     def __getstate__(self) -> dict:
@@ -162,17 +177,21 @@ class TumorSimulator:
         return label_map(density, t1, t2)
 
     def density(self, theta, days: Sequence[float], progress: bool = False) -> np.ndarray:
-        """Tumour density, float32 ``(B, len(days), nx, ny, nz)``; theta ``(B, 2+)`` (D, rho, ...)."""
+        """Tumour density on the ROI, float32 ``(B, len(days), nx, ny, nz)``; theta ``(B, 2+)``
+        (D, rho, ...)."""
         theta = _as_theta(theta, min_columns=2)
+        window = (slice(None), slice(None)) + self._window
         if self.resolved_backend == "torch":
             if self._torch_solver is None:
-                self._torch_solver = TorchFKSolver(self.roi, self.solver.config, self.device)
-            out = self._torch_solver.solve(theta[:, 0], theta[:, 1], self.u0, days, progress=progress)
-        else:
-            out = np.empty((len(theta), len(days)) + self.roi.shape, dtype=np.float32)
-            for b, (d, rho) in enumerate(theta[:, :2]):
-                out[b] = self.solver.solve(d, rho, self.u0, days, progress=progress)
-        self._check_border(out)
+                self._torch_solver = TorchFKSolver(self.domain, self.solver.config, self.device)
+            full = self._torch_solver.solve(theta[:, 0], theta[:, 1], self.u0, days, progress=progress)
+            self._check_border(full)
+            return np.ascontiguousarray(full[window])
+        out = np.empty((len(theta), len(days)) + self.roi.shape, dtype=np.float32)
+        for b, (d, rho) in enumerate(theta[:, :2]):
+            full = self.solver.solve(d, rho, self.u0, days, progress=progress)[None]
+            self._check_border(full)
+            out[b] = full[window]
         return out
 
     def to_full_grid(self, roi_array: np.ndarray) -> np.ndarray:
@@ -182,12 +201,27 @@ class TumorSimulator:
         return full
 
     def _check_border(self, density: np.ndarray) -> None:
-        border = max(density[..., [0, -1], :, :].max(initial=0), density[..., :, [0, -1], :].max(initial=0),
-                     density[..., :, :, [0, -1]].max(initial=0))
-        if border > self.border_warning:
-            warnings.warn(
-                f"The tumour density reaches {border:.2f} at the border of the {self.roi.shape} region of "
-                "interest, whose faces act as walls; increase roi_size_mm.", stacklevel=3)
+        """Warn when the tumour reaches a face of the domain that cuts tissue (an artificial wall)."""
+        for axis, side in self._walls:
+            face = np.take(density, [0 if side == 0 else -1], axis=density.ndim - 3 + axis)
+            if face.max(initial=0) > self.border_warning:
+                warnings.warn(
+                    f"The tumour density reaches {face.max():.2f} at a face of the {self.domain.shape}-voxel "
+                    "domain that cuts brain tissue, which acts as a wall; increase domain_mm, or leave it "
+                    "None to solve on the whole anatomy.", stacklevel=3)
+                return
+
+
+def _cut_faces(anatomy: Anatomy, domain: Anatomy) -> list[tuple[int, int]]:
+    """``(axis, 0 | 1)`` of the faces of ``domain`` (a crop of ``anatomy``) that lie inside the image
+    and have tissue on them: the faces that are walls of the crop, not of the brain."""
+    faces = []
+    for axis, (sl, n) in enumerate(zip(anatomy.crop_slices(domain), anatomy.shape)):
+        for side, inside in ((0, sl.start > 0), (1, sl.stop < n)):
+            face = np.take(domain.tissue, [0 if side == 0 else -1], axis=axis)
+            if inside and face.any():
+                faces.append((axis, side))
+    return faces
 
 
 def _as_theta(theta, min_columns: int = 4) -> np.ndarray:

@@ -52,7 +52,7 @@ from .prior import PARAMETER_LABELS, PARAMETER_NAMES, PRESETS, make_prior
 from .simulator import InitialCondition, TumorSimulator
 from .solver import SolverConfig
 
-__all__ = ["Patient", "InferenceRun", "load_patient", "infer_patient", "load_run",
+__all__ = ["Patient", "InferenceRun", "load_patient", "infer_patient", "roi_edge_mm", "load_run",
            "SyntheticPatient", "make_synthetic_patient", "POSTERIOR_FORMAT_VERSION"]
 
 #: Version of the layout of a posterior directory; [`load_run`][sbi_tumor.workflow.load_run] refuses other versions.
@@ -192,14 +192,19 @@ def load_patient(t1: str | Path, t2: str | Path, day: float, *, adc: str | Path 
         adc_a = to_anatomy_grid(adc_map, adc_affine, anatomy, "continuous", name="ADC map")
         initial = InitialCondition(density=adc_to_density(adc_a, mask0))
 
-    roi = _roi_size(anatomy, t2a, initial.centre_mm(anatomy), roi_margin_mm, min_roi_mm)
+    roi = roi_edge_mm(anatomy, t2a, initial.centre_mm(anatomy), roi_margin_mm, min_roi_mm)
     return Patient(anatomy=anatomy, t1=t1a, t2=t2a, day=day, initial=initial,
                    input_shape=tuple(t1_mask.shape), input_affine=affine, roi_size_mm=roi, ratio=ratio)
 
 
-def _roi_size(anatomy: Anatomy, t2: np.ndarray, centre_mm: np.ndarray, margin_mm: float,
-              min_mm: float) -> float:
-    """Edge (mm) of the cube around ``centre_mm`` that holds the T2 region plus a margin."""
+def roi_edge_mm(anatomy: Anatomy, t2: np.ndarray, centre_mm: np.ndarray, margin_mm: float = 16.0,
+                min_mm: float = 64.0) -> float:
+    """Edge (mm) of the cube around ``centre_mm`` that holds the T2 region (bool, anatomy grid) plus
+    ``margin_mm`` on each side, at least ``min_mm``: the observation window of a patient.
+
+    The window only cuts the label maps: the model itself runs on the whole anatomy, so prior
+    draws that outgrow it keep their physics (see [`TumorSimulator`][sbi_tumor.simulator.TumorSimulator]).
+    """
     points = anatomy.voxel_to_world(np.argwhere(t2))
     half = np.abs(points - centre_mm).max() + anatomy.spacing.max() + margin_mm
     return float(max(min_mm, 2 * half))

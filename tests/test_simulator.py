@@ -1,4 +1,5 @@
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -28,7 +29,8 @@ def test_shapes_dtype_and_batching(sim):
     rows = torch.cat([sim(t[None]) for t in theta])
     assert torch.equal(x, rows)
     # and the labels are the thresholded forward model on the ROI
-    u = FKSolver(sim.roi).solve(0.3, 1.0, seed_density(sim.roi, (15.0, 14.0, 13.0)), [6.0])[0]
+    full = FKSolver(sim.domain).solve(0.3, 1.0, seed_density(sim.domain, (15.0, 14.0, 13.0)), [6.0])[0]
+    u = full[sim.domain.crop_slices(sim.roi)]
     expected = (u >= 0.7).astype(np.float32) + (u >= 0.25)
     np.testing.assert_array_equal(x[0, 0].numpy(), expected)
     assert (x[0] == 2).sum() > 0 and (x[0] == 1).sum() > 0
@@ -61,17 +63,33 @@ def test_density_initial_condition_and_full_grid():
     u0 = np.zeros(anatomy.shape, np.float32)
     u0[9:12, 9:12, 9:12] = 0.9
     sim = TumorSimulator(anatomy, InitialCondition(density=u0), day=2.0, roi_size_mm=12.0)
-    np.testing.assert_allclose(sim.to_full_grid(sim.u0), u0)
+    np.testing.assert_allclose(sim.u0, u0)  # the domain is the whole anatomy
     x = sim(torch.tensor([[0.1, 1.0, 0.7, 0.25]]))
     assert (x == 2).sum() >= 27
     with pytest.raises(ValueError, match="exactly one"):
         InitialCondition()
 
 
-def test_roi_border_warning():
+def test_tumours_larger_than_the_roi_keep_their_physics():
+    """The ROI is only a window: the model runs on the whole anatomy, so a tumour that outgrows the
+    ROI is the tumour of the whole brain, cut to the ROI, with no wall at the ROI's faces."""
     anatomy = phantom((20, 20, 20))
-    sim = TumorSimulator(anatomy, seed_mm=(10, 10, 10), day=20.0, roi_size_mm=8.0)
-    with pytest.warns(UserWarning, match="border"):
+    theta = torch.tensor([[2.0, 1.0, 0.7, 0.25]])
+    windowed = TumorSimulator(anatomy, seed_mm=(10, 10, 10), day=4.0, roi_size_mm=8.0)
+    whole = TumorSimulator(anatomy, seed_mm=(10, 10, 10), day=4.0, roi_size_mm=40.0)
+    assert whole.roi.shape == anatomy.shape and windowed.roi.shape == (9, 9, 9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no wall, no warning
+        x = windowed(theta)
+    assert (x[0, 0] >= 1).all()  # the tumour fills the window ...
+    np.testing.assert_array_equal(x[0, 0].numpy(), whole(theta)[0, 0][windowed.roi_slices].numpy())
+
+
+def test_wall_warning_on_a_cropped_domain():
+    anatomy = phantom((20, 20, 20))
+    sim = TumorSimulator(anatomy, seed_mm=(10, 10, 10), day=20.0, roi_size_mm=8.0, domain_mm=8.0)
+    assert sim.domain.shape == (9, 9, 9)
+    with pytest.warns(UserWarning, match="cuts brain tissue"):
         sim(torch.tensor([[2.0, 1.0, 0.7, 0.25]]))
 
 

@@ -152,3 +152,40 @@ def test_stable_step_uses_stencil_and_reaction_cap():
     assert solver.stencil.max_coupling == pytest.approx(6 / 4)
     assert solver.n_steps(1.0, 0.01, [10.0]) == [math.ceil(10 / (0.9 / 1.5))]
     assert solver.n_steps(0.001, 1.0, [10.0]) == [100]  # rho dt <= 0.1
+
+
+@pytest.mark.parametrize("spacing, seed_mm", [(0.5, (10.0, 10.0, 10.0)), (1.0, (10.3, 9.6, 10.45)),
+                                              (2.0, (10.0, 11.0, 9.2)), (2.0, (9.1, 10.0, 10.0))])
+def test_seed_mass_is_the_same_on_every_grid(spacing, seed_mm):
+    """The seed is defined in mm: its mass (2 pi)^{3/2} sigma^3 and its centre of mass do not depend
+    on the grid, nor on where the seed lies within its voxel."""
+    n = int(round(20 / spacing))
+    anatomy = phantom((n, n, n), spacing=spacing)
+    u0 = seed_density(anatomy, seed_mm, sigma_mm=2.0)
+    mass = u0.astype(np.float64).sum() * spacing**3
+    assert mass == pytest.approx((2 * math.pi) ** 1.5 * 8.0, rel=1e-4)
+    centre = (np.argwhere(u0 >= 0) * spacing * u0.reshape(-1, 1)).sum(0) / u0.sum()
+    np.testing.assert_allclose(centre, seed_mm, atol=1e-3)
+
+
+def test_seed_coarser_than_its_width_warns():
+    anatomy = phantom((8, 8, 8), spacing=4.0)
+    with pytest.warns(UserWarning, match="not resolved"):
+        seed_density(anatomy, (16.0, 16.0, 16.0))
+    with pytest.raises(ValueError, match="sigma_mm"):
+        seed_density(anatomy, (16.0, 16.0, 16.0), sigma_mm=0.0)
+
+
+def test_whole_model_converges_with_the_grid(mni2):
+    """The same command on the 1 mm and the 2 mm atlas gives the same tumour (issue: the default seed
+    of one voxel gave 20.3 against 46.7 cm^3). Case: seed (-25, 20, 25) mm, D 0.13, rho 0.025, day 300."""
+    from sbi_tumor.anatomy import load_mni152
+
+    volumes = []
+    for anatomy in (load_mni152(1.0), mni2):
+        u = FKSolver(anatomy).solve(0.13, 0.025, seed_density(anatomy, (-25.0, 20.0, 25.0)), [300.0])[0]
+        volumes.append([(u >= level).sum() * anatomy.voxel_volume / 1e3 for level in (0.7, 0.25)])
+    (t1_fine, t2_fine), (t1_coarse, t2_coarse) = volumes
+    assert t2_fine > 30 and t1_fine > 10  # a tumour with a core, well inside the brain
+    assert t1_coarse == pytest.approx(t1_fine, rel=0.03)
+    assert t2_coarse == pytest.approx(t2_fine, rel=0.03)
