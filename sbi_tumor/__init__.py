@@ -20,16 +20,16 @@ from .inference import (InferenceConfig, InferenceResult, LogRatesPosterior, loa
                         save_result)
 from .io import InputError, SimulationStore
 from .likelihood import BernoulliLikelihood
-from .observation import best_threshold, label_map, masks_to_labels
+from .observation import best_threshold, dice, label_map, masks_to_labels
 from .parallel import SimulationError, simulate
-from .prediction import Prediction, dice, predict, save_prediction
+from .prediction import Prediction, predict, save_prediction
 from .prior import PARAMETER_NAMES, PRESETS, LogUniformBox, make_prior
 from .simulator import InitialCondition, TumorSimulator
 from .solver import FKSolver, SolverConfig, seed_density
 from .torch_solver import TorchFKSolver
 from .workflow import InferenceRun, Patient, infer_patient, load_patient, load_run, make_synthetic_patient
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "Anatomy",

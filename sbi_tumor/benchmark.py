@@ -37,10 +37,10 @@ import torch
 from .anatomy import load_mni152
 from .baselines import tmcmc
 from .embedding import EMBEDDINGS
+from .identifiability import derived
 from .inference import METHODS, InferenceConfig, run_sequential_npe
 from .likelihood import BernoulliLikelihood
-from .observation import label_map
-from .prediction import dice
+from .observation import dice, label_map
 from .prior import PARAMETER_LABELS, PARAMETER_NAMES, PRESETS, make_prior
 from .simulator import TumorSimulator
 
@@ -237,13 +237,6 @@ class MatchedProblem:
             for name, level in (("T1", 2), ("T2", 1)):
                 out[f"{name}_day{day:g}"] = dice(labels[i] >= level, self.truth_labels[i] >= level)
         return out
-
-
-def derived(theta: np.ndarray) -> dict[str, np.ndarray]:
-    """Front speed ``2 sqrt(D rho)`` (mm/day) and infiltration length ``sqrt(D / rho)`` (mm)."""
-    theta = np.atleast_2d(theta)
-    return {"front_speed": 2 * np.sqrt(theta[:, 0] * theta[:, 1]),
-            "infiltration_length": np.sqrt(theta[:, 0] / theta[:, 1])}
 
 
 def posterior_metrics(samples: np.ndarray, map_: np.ndarray, truth: np.ndarray) -> dict[str, Any]:

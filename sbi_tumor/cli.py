@@ -213,8 +213,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"ADC scan: {args.rounds} rounds x {args.simulations} simulations ...", flush=True)
     command = (f"sbi-tumor infer --t1 {patient.t1} --t2 {patient.t2} --day {patient.day:g} "
                f"--adc {patient.adc} --t2-initial {patient.t2_initial} --prior paper "
-               f"--rounds {args.rounds} --simulations {args.simulations} --embedding {args.embedding} "
-               f"--mlp-hidden {args.mlp_hidden} --max-epochs {args.max_epochs} --out {out / 'posterior'}")
+               f"--method {args.method} --rounds {args.rounds} --simulations {args.simulations} "
+               f"--embedding {args.embedding} --out {out / 'posterior'}")
     print(f"    (the same as: {command})", flush=True)
     run = infer_patient(patient.t1, patient.t2, patient.day, adc=patient.adc,
                         t2_initial=patient.t2_initial, prior="paper", config=_inference_config(args),
@@ -244,26 +244,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_inference_arguments(parser: argparse.ArgumentParser, rounds: int, simulations: int,
-                            embedding: str, max_epochs: int, mlp_hidden: int = 100) -> None:
+def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
+    """The inference options; their defaults are ``InferenceConfig()``'s, the measured best."""
+    from .inference import DEFAULT_AUGMENT, InferenceConfig
+
+    defaults = InferenceConfig()
     group = parser.add_argument_group("inference")
-    group.add_argument("--method", default="NPE_B", choices=METHODS,
-                       help="sequential NPE variant (default NPE_B, the paper's; TSNPE: truncated proposals)")
-    group.add_argument("--rounds", type=int, default=rounds, help=f"rounds (default {rounds})")
-    group.add_argument("--simulations", type=int, default=simulations,
-                       help=f"simulations per round (default {simulations})")
-    group.add_argument("--embedding", default=embedding, choices=sorted(EMBEDDINGS),
-                       help=f"embedding net of the label maps (default {embedding})")
-    group.add_argument("--mlp-hidden", type=int, default=mlp_hidden,
-                       help=f"tanh units of the mlp embedding (default {mlp_hidden}; the paper's: 100)")
+    group.add_argument("--method", default=defaults.method, choices=METHODS,
+                       help="sequential NPE variant (TSNPE: truncated proposals; NPE_B: the paper's)")
+    group.add_argument("--rounds", type=int, default=defaults.num_rounds, help="rounds")
+    group.add_argument("--simulations", type=int, default=defaults.num_simulations,
+                       help="forward solves per round")
+    group.add_argument("--embedding", default=defaults.embedding, choices=sorted(EMBEDDINGS),
+                       help="embedding net of the label maps")
+    group.add_argument("--mlp-hidden", type=int, default=100,
+                       help="tanh units of the mlp embedding (default 100, the paper's)")
     group.add_argument("--log-space", action="store_true",
                        help="train on (log D, log rho, u_T1, u_T2), where the posterior ridge at a fixed "
                             "front speed is straight (not with NPE_A)")
-    group.add_argument("--augment", type=int, default=1,
-                       help="with --method TSNPE: training pairs per simulation, each solve observed with "
-                            "this many threshold pairs (default 1; 10 measured best in benchmarks)")
-    group.add_argument("--max-epochs", type=int, default=max_epochs,
-                       help=f"most training epochs per round (default {max_epochs})")
+    group.add_argument("--augment", type=int, default=None,
+                       help="with --method TSNPE: training pairs per solve, each solve observed with this "
+                            f"many threshold pairs (default {DEFAULT_AUGMENT} with TSNPE, 1 otherwise)")
+    group.add_argument("--max-epochs", type=int, default=defaults.max_num_epochs,
+                       help="most training epochs per round")
     group.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     group.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                        help="run each round's simulations on this Dask cluster")
@@ -319,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_anatomy_arguments(p)
-    add_inference_arguments(p, rounds=4, simulations=250, embedding="cnn", max_epochs=200)
+    add_inference_arguments(p)
     p.set_defaults(func=cmd_infer)
 
     p = sub.add_parser(
@@ -348,8 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=50, help="posterior samples to predict with (default 50)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    # Training dominates on a CPU: a narrow embedding and few epochs keep the demo to minutes.
-    add_inference_arguments(p, rounds=3, simulations=200, embedding="mlp", max_epochs=30, mlp_hidden=32)
+    add_inference_arguments(p)  # the defaults of infer: the demo shows what a user gets
     p.set_defaults(func=cmd_demo)
 
     from .benchmark import add_benchmark_parser

@@ -2,10 +2,10 @@
 
 Round 1 samples the prior; every later round samples the current posterior at the observation
 ``x_o``; the network weights carry over between rounds (one trainer accumulates all rounds).
-``NPE_B`` (the default) trains a mixture-density network with the importance-weighted loss
+``NPE_B`` trains a mixture-density network with the importance-weighted loss
 prior/proposal of Lueckmann et al. 2017 (the paper's eq. 3); ``NPE_A`` fits a Gaussian-mixture
 proposal posterior and corrects it analytically; ``NPE_C`` is APT (atomic proposals).
-``TSNPE`` (Deistler et al. 2022) samples later rounds from the prior truncated to the current
+``TSNPE`` (Deistler et al. 2022; the default) samples later rounds from the prior truncated to the current
 posterior's highest-density region (mass ``1 - truncation_quantile``) and trains with the plain
 first-round NPE loss, which stays exact on that region: no importance weights, no atoms, no
 analytic correction to fail.
@@ -34,6 +34,7 @@ from sbi.utils import BoxUniform
 from torch.distributions import Distribution
 
 from .embedding import make_embedding
+from .identifiability import contraction
 from .prior import LogUniformBox, _LogRatesPrior, log_rates, log_rates_prior, rates
 from . import parallel
 
@@ -42,27 +43,36 @@ __all__ = ["InferenceConfig", "InferenceResult", "LogRatesPosterior", "ObservedM
 
 Method = Literal["NPE_A", "NPE_B", "NPE_C", "TSNPE"]
 METHODS: tuple[str, ...] = get_args(Method)
+#: Training pairs per solve with TSNPE when ``augment`` is not given (``benchmarks/defaults.py``).
+DEFAULT_AUGMENT = 10
 
 
 @dataclass
 class InferenceConfig:
     """Settings of [`run_sequential_npe`][sbi_tumor.inference.run_sequential_npe].
 
+    The defaults are the configuration that ``benchmarks/defaults.py`` measured best on human-prior
+    cases and the paper case (docs, Benchmarks): TSNPE with the radial embedding (octant
+    profiles), each solve observed with 10 threshold pairs, trained with batches of 200 at a
+    learning rate of 1e-3 and stopped after 20 epochs without improvement; 4 rounds of 250
+    solves. On the human case of that benchmark this takes about 110 s on 2 cores.
+
     Attributes:
-        method: ``"NPE_B"`` (SNPE-B, importance-weighted MDN), ``"NPE_A"``, ``"NPE_C"`` (APT) or
-            ``"TSNPE"`` (truncated proposals).
+        method: ``"TSNPE"`` (truncated proposals, the default), ``"NPE_B"`` (SNPE-B,
+            importance-weighted MDN), ``"NPE_A"`` or ``"NPE_C"`` (APT).
         num_rounds: number of rounds (round 1 samples the prior).
         num_simulations: forward simulations per round.
         num_components: mixture components of the MDN (NPE_A is stable with 1 over rounds).
         hidden_features: width of the MDN's hidden layers.
-        embedding: ``"cnn"`` (3D CNN on one-hot label maps), ``"mlp"`` (the paper's network) or
-            ``"radial"`` (radial label profiles around the seed, then an MLP).
+        embedding: ``"radial"`` (radial label profiles around the seed, then an MLP; the default),
+            ``"cnn"`` (3D CNN on one-hot label maps) or ``"mlp"`` (the paper's network).
         embedding_kwargs: extra arguments for the embedding net.
         log_space: train on ``(log D, log rho, u_T1, u_T2)`` (see the module docstring); the
             MAP is then the mode in those coordinates. ``NPE_A`` needs a log-uniform prior for it.
         truncation_quantile: with ``TSNPE``, the posterior mass left out of each later round's
             proposal (sbi's ``get_density_thresholder`` default, 1e-4).
-        augment: training pairs per forward solve (``TSNPE`` only). The thresholds act after
+        augment: training pairs per forward solve (``TSNPE`` only); ``None`` (the default) means
+            ``DEFAULT_AUGMENT`` (10) with ``TSNPE`` and 1 otherwise. The thresholds act after
             the solve, so each solve is observed ``augment`` times: with the thresholds it was
             drawn with and with ``augment - 1`` more pairs drawn from the round's proposal given
             its (D, rho), and, for a noisy observation model, fresh noise. Every pair is then
@@ -82,20 +92,20 @@ class InferenceConfig:
         seed: seed of torch and numpy for the whole run (reproducible on the CPU).
     """
 
-    method: Method = "NPE_B"
+    method: Method = "TSNPE"
     num_rounds: int = 4
     num_simulations: int = 250
     num_components: int = 5
     hidden_features: int = 64
-    embedding: str = "cnn"
+    embedding: str = "radial"
     embedding_kwargs: dict = field(default_factory=dict)
     log_space: bool = False
     truncation_quantile: float = 1e-4
-    augment: int = 1
+    augment: int | None = None
     max_num_epochs: int = 200
     stop_after_epochs: int = 20
-    training_batch_size: int = 50
-    learning_rate: float = 5e-4
+    training_batch_size: int = 200
+    learning_rate: float = 1e-3
     num_posterior_samples: int = 2000
     simulation_batch_size: int = 10
     num_workers: int = 1
@@ -107,6 +117,8 @@ class InferenceConfig:
             raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}.")
         if self.num_rounds < 1 or self.num_simulations < 2:
             raise ValueError("Need num_rounds >= 1 and num_simulations >= 2.")
+        if self.augment is None:
+            self.augment = DEFAULT_AUGMENT if self.method == "TSNPE" else 1
         if not 0 < self.truncation_quantile < 1:
             raise ValueError(f"truncation_quantile must be in (0, 1), got {self.truncation_quantile}.")
         if self.augment < 1 or (self.augment > 1 and self.method != "TSNPE"):
@@ -132,6 +144,8 @@ class InferenceResult:
         training: per round, sbi's training summary (losses per epoch, epochs trained).
         wall_time, simulation_time, training_time: seconds.
         num_simulations: forward simulations run.
+        contraction: per parameter, 1 - posterior std / prior std (see
+            [`sbi_tumor.identifiability`][sbi_tumor.identifiability]).
     """
 
     method: str
@@ -144,6 +158,7 @@ class InferenceResult:
     training_time: float
     num_simulations: int
     config: dict
+    contraction: list[float] | None = None
 
     def summary(self, names: Sequence[str] = ("D", "rho", "u_T1", "u_T2")) -> dict:
         """JSON-able summary: per-parameter mean, std, 5/50/95% quantiles, MAP; timings."""
@@ -152,6 +167,8 @@ class InferenceResult:
         params = {n: {"mean": float(s[:, i].mean()), "std": float(s[:, i].std()),
                       "q05": float(q[0, i]), "median": float(q[1, i]), "q95": float(q[2, i]),
                       "map": float(self.map[i])} for i, n in enumerate(names)}
+        for n, c in zip(names, self.contraction or ()):
+            params[n]["contraction"] = c
         return {"method": self.method, "parameters": params, "wall_time_s": self.wall_time,
                 "simulation_time_s": self.simulation_time, "training_time_s": self.training_time,
                 "num_simulations": self.num_simulations,
@@ -193,6 +210,10 @@ class LogRatesPosterior:
     def sample(self, sample_shape=torch.Size(), x: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         """Samples of theta, ``(*sample_shape, 4)``."""
         return rates(self.posterior.sample(sample_shape, x=x, **kwargs))
+
+    def sample_batched(self, sample_shape, x: torch.Tensor, **kwargs) -> torch.Tensor:
+        """Samples of theta for each of a batch of x, ``(*sample_shape, len(x), 4)`` (as sbi's)."""
+        return rates(self.posterior.sample_batched(sample_shape, x=x, **kwargs))
 
     def log_prob(self, theta: torch.Tensor, x: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         """``log p(theta | x) = log p(phi | x) - log D - log rho``."""
@@ -261,7 +282,7 @@ def _fixed_features(embedding: torch.nn.Module) -> Callable[[torch.Tensor], torc
 
     @torch.no_grad()
     def features(x: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-        return torch.cat([embedding.features(c.to(torch.float32)) for c in torch.split(x, chunk)])
+        return torch.cat([embedding.features(c) for c in torch.split(x, chunk)])  # uint8 maps as they are
 
     return features
 
@@ -328,6 +349,7 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
                                   desc=f"round {r + 1}/{config.num_rounds} simulations",
                                   num_workers=config.num_workers, client=config.client)
 
+    theta_prior = prior
     if config.log_space:
         prior = log_rates_prior(prior)
         if config.method == "NPE_A" and not isinstance(prior, BoxUniform):
@@ -368,7 +390,11 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
                 # Label maps have many constant voxels, and sbi lists every one of them; x is not
                 # z-scored here (z_score_x="none"), so the warning does not apply.
                 warnings.filterwarnings("ignore", message="Data has constant values")
-                trainer.append_simulations(theta_pairs, x, proposal=proposal)
+                # TSNPE appends its rounds as sbi's TSNPE tutorial does, without the proposal: its
+                # first-round loss does not use it, and sbi deep-copies the proposal given here
+                # (a RestrictedPrior holding the posterior) once per training batch, which took
+                # 40% of the training time.
+                trainer.append_simulations(theta_pairs, x, proposal=None if truncated else proposal)
             extra = {"force_first_round_loss": True} if truncated else {}
             trainer.train(max_num_epochs=config.max_num_epochs, stop_after_epochs=config.stop_after_epochs,
                           training_batch_size=min(config.training_batch_size, len(theta_pairs)),
@@ -391,7 +417,8 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
     result = InferenceResult(
         method=config.method, samples=samples, map=map_.reshape(-1), theta_per_round=thetas,
         training=training, wall_time=time.perf_counter() - start, simulation_time=t_sim,
-        training_time=t_train, num_simulations=sum(len(t) for t in thetas), config=config.to_dict())
+        training_time=t_train, num_simulations=sum(len(t) for t in thetas), config=config.to_dict(),
+        contraction=contraction(samples, theta_prior))
     return posterior, result
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["best_threshold", "check_thresholds", "label_map", "masks_to_labels", "labels_to_masks"]
+__all__ = ["best_threshold", "threshold_interval", "dice", "check_thresholds", "label_map", "masks_to_labels", "labels_to_masks"]
 
 
 def check_thresholds(u_t1, u_t2) -> None:
@@ -51,6 +51,18 @@ def labels_to_masks(labels) -> tuple:
     return labels >= 2, labels >= 1
 
 
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice overlap ``2 |a & b| / (|a| + |b|)`` of two boolean masks; 1 when both are empty."""
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+
+
+def _wrong_voxels(inside: np.ndarray, outside: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """``#(u >= c outside the mask) + #(u < c inside)`` for sorted inside/outside values, per ``c``."""
+    return (len(outside) - np.searchsorted(outside, c, side="left")) + np.searchsorted(inside, c, side="left")
+
+
 def best_threshold(u: np.ndarray, mask: np.ndarray, low: float = 0.0, high: float = 1.0) -> tuple[float, int]:
     """The threshold ``c`` in ``[low, high]`` for which ``u >= c`` reproduces ``mask`` best.
 
@@ -62,7 +74,25 @@ def best_threshold(u: np.ndarray, mask: np.ndarray, low: float = 0.0, high: floa
     u, mask = np.asarray(u).ravel(), np.asarray(mask, dtype=bool).ravel()
     inside, outside = np.sort(u[mask]), np.sort(u[~mask])
     candidates = np.concatenate([[low, high], inside[(inside >= low) & (inside <= high)]])
-    wrong = (len(outside) - np.searchsorted(outside, candidates, side="left")) + \
-        np.searchsorted(inside, candidates, side="left")
+    wrong = _wrong_voxels(inside, outside, candidates)
     best = int(np.argmin(wrong))
     return float(candidates[best]), int(wrong[best])
+
+
+def threshold_interval(u: np.ndarray, mask: np.ndarray, low: float = 0.0,
+                       high: float = 1.0) -> tuple[float, float, int]:
+    """All the thresholds in ``[low, high]`` that reproduce ``mask`` as well as
+    [`best_threshold`][sbi_tumor.observation.best_threshold]'s: ``(c_low, c_high, wrong)``.
+
+    The candidates are the voxel values, the numbers just above them and the bounds, where the
+    count of wrong voxels changes. How wide ``[c_low, c_high]`` is says how well one segmentation
+    determines its threshold once the density is known (``benchmarks/identifiability.py``).
+    """
+    u, mask = np.asarray(u).ravel(), np.asarray(mask, dtype=bool).ravel()
+    inside, outside = np.sort(u[mask]), np.sort(u[~mask])
+    values = np.concatenate([inside, outside])
+    candidates = np.concatenate([[low, high], values, np.nextafter(values, np.float32(np.inf))])
+    candidates = candidates[(candidates >= low) & (candidates <= high)]
+    wrong = _wrong_voxels(inside, outside, candidates)
+    best = candidates[wrong == wrong.min()]
+    return float(best.min()), float(best.max()), int(wrong.min())

@@ -16,12 +16,12 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from .anatomy import Anatomy  # noqa: E402
-from .prior import PARAMETER_LABELS  # noqa: E402
+from .prior import PARAMETER_LABELS, PARAMETER_NAMES  # noqa: E402
 
 if TYPE_CHECKING:
     from .prediction import Prediction
 
-__all__ = ["pair_plot", "volume_plot", "slice_figure", "save_figure"]
+__all__ = ["pair_plot", "ppc_figure", "volume_plot", "slice_figure", "save_figure"]
 
 _POINT_COLOURS = ("tab:red", "tab:green", "tab:orange")
 # Label-map overlay: transparent healthy, yellow T2 only, red T1 core.
@@ -29,9 +29,10 @@ _LABEL_CMAP = ListedColormap([(0, 0, 0, 0), (1.0, 0.85, 0.0, 0.55), (0.9, 0.1, 0
 
 
 def pair_plot(samples: np.ndarray, limits: tuple[Sequence[float], Sequence[float]] | None,
-              points: Mapping[str, np.ndarray] | None = None) -> Figure:
+              points: Mapping[str, np.ndarray] | None = None, weak: Sequence[str] = ()) -> Figure:
     """sbi's pair plot of posterior samples ``(N, 4)`` over the prior box, with ``points``
-    (e.g. ``{"MAP": theta, "truth": theta}``, each ``(4,)``) marked and named in a legend."""
+    (e.g. ``{"MAP": theta, "truth": theta}``, each ``(4,)``) marked and named in a legend; the
+    parameters named in ``weak`` (``PARAMETER_NAMES``) are marked as weakly determined."""
     from sbi.analysis import pairplot
 
     points = dict(points or {})
@@ -45,6 +46,9 @@ def pair_plot(samples: np.ndarray, limits: tuple[Sequence[float], Sequence[float
         axes[0, -1].plot([], [], "*", color=colour, markersize=12, label=name)
     if points:
         axes[0, -1].legend(loc="upper right", frameon=False)
+    for i, name in enumerate(PARAMETER_NAMES):
+        if name in weak:
+            axes[i, i].set_title("weakly determined:\nmostly the prior", fontsize=8, color="tab:gray")
     fig.suptitle("Posterior of (D, rho, u_T1, u_T2)")
     return fig
 
@@ -113,6 +117,24 @@ def slice_figure(anatomy: Anatomy, panels: Sequence[tuple[str, np.ndarray, np.nd
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(f"{title}\n{view}" if col == 0 else view, fontsize=9, loc="left")
+    fig.tight_layout()
+    return fig
+
+
+def ppc_figure(check: Mapping) -> Figure:
+    """The posterior predictive check of a run (``workflow.posterior_predictive_check``): per
+    region, the Dice of the draws against the observation and their volumes against the observed."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for region, colour in (("T2", "tab:orange"), ("T1", "tab:red")):
+        c = check[region]
+        axes[0].hist(c["dice"], bins=20, range=(0, 1), color=colour, alpha=0.6, label=region)
+        axes[1].hist(c["volume_ml"], bins=20, color=colour, alpha=0.6, label=f"{region}: posterior draws")
+        axes[1].axvline(c["observed_volume_ml"], color=colour, lw=2, ls="--", label=f"{region}: observed")
+    axes[0].set(xlabel="Dice against the observed segmentation", ylabel="posterior draws")
+    axes[1].set(xlabel="volume [mL]", ylabel="posterior draws")
+    for ax in axes:
+        ax.legend(fontsize=8, frameon=False)
+    fig.suptitle(f"Posterior predictive check: {check['num_draws']} draws at day {check['day']:g}")
     fig.tight_layout()
     return fig
 

@@ -16,19 +16,14 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from .identifiability import front_speed
+from .observation import dice
 from .io import atomic_output_dir, check_day, load_mask, save_nifti, to_anatomy_grid
 from .workflow import InferenceRun, load_run
 
-__all__ = ["Prediction", "dice", "predict", "save_prediction"]
+__all__ = ["Prediction", "predict", "save_prediction"]
 
 _REGIONS = ("T1", "T2")
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice overlap ``2 |a & b| / (|a| + |b|)`` of two boolean masks; 1 when both are empty."""
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
 @dataclass
@@ -158,7 +153,7 @@ def _roi_for(run: InferenceRun, theta: np.ndarray, last_day: float) -> float:
     The Fisher-Kolmogorov front moves at ``2 sqrt(D rho)`` mm/day in white matter; the fitted
     ROI is widened by that distance on each side for the fastest simulated parameters.
     """
-    speed = float(2 * np.sqrt(theta[:, 0] * theta[:, 1]).max())
+    speed = float(front_speed(theta).max())
     return run.patient.roi_size_mm + 2 * speed * max(0.0, last_day - run.patient.day)
 
 

@@ -43,16 +43,17 @@ import torch
 from torch.distributions import Distribution
 
 from .anatomy import Anatomy, load_mni152
+from .identifiability import WEAK_CONTRACTION, derived, weakly_determined
 from .inference import (InferenceConfig, InferenceResult, ObservedManyTimes, parameter_pairs, run_sequential_npe,
                         save_result, simulate_round)
 from .io import (InputError, SimulationStore, StoreError, adc_to_density, atomic_output_dir, check_day,
                  load_adc, load_mask, load_segmentations, package_version, save_nifti, to_anatomy_grid)
-from .observation import label_map, masks_to_labels
+from .observation import dice, label_map, masks_to_labels
 from .prior import PARAMETER_LABELS, PARAMETER_NAMES, PRESETS, make_prior
 from .simulator import InitialCondition, TumorSimulator
 from .solver import SolverConfig
 
-__all__ = ["Patient", "InferenceRun", "load_patient", "infer_patient", "roi_edge_mm", "load_run",
+__all__ = ["Patient", "InferenceRun", "load_patient", "infer_patient", "roi_edge_mm", "posterior_predictive_check", "load_run",
            "SyntheticPatient", "make_synthetic_patient", "POSTERIOR_FORMAT_VERSION"]
 
 #: Version of the layout of a posterior directory; [`load_run`][sbi_tumor.workflow.load_run] refuses other versions.
@@ -384,19 +385,25 @@ def _write_run(directory: Path, run: InferenceRun, prior_name: str, seconds: flo
                header="D_mm2_per_day,rho_per_day,u_T1,u_T2", comments="")
     patient.save(directory / "patient.npz")
     points = {"MAP": result.map.numpy()} | ({} if run.truth is None else {"truth": np.array(run.truth)})
-    plots.save_figure(plots.pair_plot(result.samples.numpy(), run.prior_bounds, points),
+    weak = weakly_determined(PARAMETER_NAMES, result.contraction or ())
+    plots.save_figure(plots.pair_plot(result.samples.numpy(), run.prior_bounds, points, weak=weak),
                       directory / "pairplot.png")
     simulator = patient.simulator()
     map_labels = simulator.to_full_grid(simulator.labels(result.map[None], [patient.day])[0, 0])
+    check = posterior_predictive_check(run)
+    (directory / "ppc.json").write_text(json.dumps(check, indent=2))
+    plots.save_figure(plots.ppc_figure(check), directory / "ppc.png")
     panels = [(f"observed, day {patient.day:g}", patient.labels, None),
               (f"MAP fit, day {patient.day:g} (contours: observed)", map_labels, patient.labels)]
     plots.save_figure(plots.slice_figure(patient.anatomy, panels), directory / "slices.png")
     files = {"posterior samples (D, rho, u_T1, u_T2)": "samples.csv", "MAP estimate": "map.csv",
              "posterior, reload with sbi_tumor.workflow.load_run": "posterior.pt",
              "summary (JSON)": "summary.json", "pair plot": "pairplot.png",
-             "observation and MAP fit": "slices.png", "patient inputs on the model grid": "patient.npz",
+             "observation and MAP fit": "slices.png",
+             "posterior predictive check (Dice and volumes of posterior draws)": "ppc.png",
+             "posterior predictive check (JSON)": "ppc.json", "patient inputs on the model grid": "patient.npz",
              "this report": "report.md"}
-    (directory / "report.md").write_text(_report(run, prior_name, seconds, files))
+    (directory / "report.md").write_text(_report(run, prior_name, seconds, files, check))
     manifest = {"format": _POSTERIOR_FORMAT, "format_version": POSTERIOR_FORMAT_VERSION,
                 "package_version": package_version(), "prior": prior_name,
                 "prior_bounds": run.prior_bounds, "truth": run.truth, "files": files}
@@ -404,7 +411,37 @@ def _write_run(directory: Path, run: InferenceRun, prior_name: str, seconds: flo
     return files
 
 
-def _report(run: InferenceRun, prior_name: str, seconds: float, files: dict[str, str]) -> str:
+#: Posterior draws simulated for the posterior predictive check of a run's report.
+PPC_DRAWS = 50
+
+
+def posterior_predictive_check(run: InferenceRun, num_draws: int = PPC_DRAWS) -> dict[str, Any]:
+    """Does the fit reproduce the data? The label maps of ``num_draws`` posterior samples at the
+    fitted day against the observed segmentations.
+
+    Returns per draw the Dice of T2 (whole tumour) and T1 (core) against the observation and the
+    T1/T2 volumes (mL), the observed volumes, and where each observed volume falls among the
+    draws' (its quantile: near 0 or 1 means the posterior does not reproduce it).
+    """
+    patient = run.patient
+    simulator = patient.simulator()
+    theta = run.result.samples[:num_draws]  # independent draws: the first ones are as good as any
+    labels = simulator.labels(theta, [patient.day])[:, 0]
+    observed = patient.labels[simulator.roi_slices]
+    ml = patient.anatomy.voxel_volume / 1e3
+    out: dict[str, Any] = {"num_draws": len(theta), "day": patient.day}
+    for region, level in (("T2", 1), ("T1", 2)):
+        volumes = (labels >= level).sum(axis=(1, 2, 3)) * ml
+        observed_volume = float((observed >= level).sum() * ml)
+        out[region] = {"dice": [dice(m >= level, observed >= level) for m in labels],
+                       "volume_ml": volumes.tolist(), "observed_volume_ml": observed_volume,
+                       "observed_volume_quantile": float((volumes < observed_volume).mean()
+                                                         + 0.5 * (volumes == observed_volume).mean())}
+    return out
+
+
+def _report(run: InferenceRun, prior_name: str, seconds: float, files: dict[str, str],
+            check: dict[str, Any]) -> str:
     result, patient = run.result, run.patient
     s = result.samples.double()
     q = torch.quantile(s, torch.tensor([0.05, 0.5, 0.95], dtype=s.dtype), dim=0)
@@ -423,14 +460,47 @@ def _report(run: InferenceRun, prior_name: str, seconds: float, files: dict[str,
         f"(embedding {result.config['embedding']}, seed {result.config['seed']})",
         f"- Time: {seconds:.0f} s ({result.simulation_time:.0f} s simulating, "
         f"{result.training_time:.0f} s training)", "",
-        "| parameter | MAP | median | 90% interval |" + (" truth |" if run.truth else ""),
-        "|---|---|---|---|" + ("---|" if run.truth else ""),
+        "| parameter | MAP | median | 90% interval | contraction |" + (" truth |" if run.truth else ""),
+        "|---|---|---|---|---|" + ("---|" if run.truth else ""),
     ]
+    contractions = result.contraction or [float("nan")] * 4
     for i, name in enumerate(PARAMETER_NAMES):
-        row = (f"| {name} | {result.map[i]:.3g} | {q[1, i]:.3g} | [{q[0, i]:.3g}, {q[2, i]:.3g}] |"
-               + (f" {run.truth[i]:.3g} |" if run.truth else ""))
+        row = (f"| {name} | {result.map[i]:.3g} | {q[1, i]:.3g} | [{q[0, i]:.3g}, {q[2, i]:.3g}] "
+               f"| {contractions[i]:.2f} |" + (f" {run.truth[i]:.3g} |" if run.truth else ""))
         lines.append(row)
-    lines += ["", "Units: D in mm^2/day, rho in 1/day, thresholds on the normalised density.", "",
+    samples = result.samples.numpy()
+    for name, values in derived(samples).items():
+        lo, mid, hi = np.quantile(values, [0.05, 0.5, 0.95])
+        unit = "mm/day" if name == "front_speed" else "mm"
+        lines.append(f"| {name.replace('_', ' ')} [{unit}] | {derived(result.map.numpy())[name][0]:.3g} "
+                     f"| {mid:.3g} | [{lo:.3g}, {hi:.3g}] | |" + (
+                         f" {derived(np.asarray(run.truth))[name][0]:.3g} |" if run.truth else ""))
+    lines += ["", "Units: D in mm^2/day, rho in 1/day, thresholds on the normalised density. Contraction: "
+              "1 - posterior std / prior std (0: the data taught nothing, 1: pinned down).", ""]
+    weak = weakly_determined(PARAMETER_NAMES, result.contraction or ())
+    if weak:
+        why = ("A label map shows where two density levels lie; a threshold moves its contour by a fraction "
+               "of the infiltration length sqrt(D / rho), often less than a voxel, and a slightly different "
+               "(D, rho) moves it back, so one scan pins the thresholds down only loosely "
+               "(`benchmarks/identifiability.py --human`). " if {"u_T1", "u_T2"} & set(weak) else "")
+        if {"D", "rho"} & set(weak):
+            why += ("D or rho barely moved from the prior: the scan (or this number of simulations) does not "
+                    "separate them, though the front speed and infiltration length in the table may still be narrow. ")
+        lines += [f"**Weakly determined by this observation: {', '.join(weak)}** (contraction below "
+                  f"{WEAK_CONTRACTION}). {why}Their intervals above are mostly the prior's.", ""]
+    lines += ["## Posterior predictive check", "",
+              f"The label maps of {check['num_draws']} posterior draws at day {check['day']:g} against the "
+              "observed segmentations (`ppc.png`): median and 90% range over the draws.", "",
+              "| region | Dice | volume [mL] | observed volume [mL] | its quantile among the draws |",
+              "|---|---|---|---|---|"]
+    for region in ("T2", "T1"):
+        c = check[region]
+        d_lo, d_mid, d_hi = np.quantile(c["dice"], [0.05, 0.5, 0.95])
+        v_lo, v_mid, v_hi = np.quantile(c["volume_ml"], [0.05, 0.5, 0.95])
+        lines.append(f"| {region} | {d_mid:.3f} [{d_lo:.3f}, {d_hi:.3f}] | {v_mid:.2f} [{v_lo:.2f}, {v_hi:.2f}] "
+                     f"| {c['observed_volume_ml']:.2f} | {c['observed_volume_quantile']:.2f} |")
+    lines += ["", "A quantile near 0 or 1, or a low Dice, means the posterior does not reproduce the data: "
+              "check the inputs (registration, the day, the seed) or run more simulations.", "",
               "## Files", ""] + [f"- `{name}`: {what}" for what, name in files.items()]
     lines += ["", "Reload from Python:", "", "```python",
               "from sbi_tumor.workflow import load_run",

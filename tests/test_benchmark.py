@@ -5,7 +5,7 @@ import pytest
 
 from sbi_tumor import benchmark
 from sbi_tumor.benchmark import BenchmarkConfig, encode_masks, markdown_table, posterior_metrics
-from sbi_tumor.prediction import dice
+from sbi_tumor.observation import dice
 
 
 def test_mask_code_is_lossless():

@@ -86,7 +86,7 @@ def test_radial_profile_of_nested_balls():
     offsets = torch.stack(torch.meshgrid(*[torch.arange(11.0) - 5] * 3, indexing="ij"))
     r = offsets.norm(dim=0)
     x = torch.where(r < 2.5, 2.0, torch.where(r < 4.5, 1.0, 0.0))[None, None]
-    net = RadialProfileEmbedding(shape)
+    net = RadialProfileEmbedding(shape, octants=False)
     assert net.num_shells == 9  # corner at sqrt(75) = 8.66 voxels
     features = net.features(x).reshape(2, net.num_shells + 7)
     oedema, core = features[:, :net.num_shells]
@@ -104,7 +104,7 @@ def test_radial_profile_of_nested_balls():
 def test_radial_moments_of_one_voxel_and_custom_centre():
     x = torch.zeros(1, 1, 9, 5, 5)
     x[0, 0, 8, 2, 2] = 1  # the +x edge of the grid, on the centre line
-    net = RadialProfileEmbedding((9, 5, 5), num_classes=2)
+    net = RadialProfileEmbedding((9, 5, 5), num_classes=2, octants=False)
     features = net.features(x)[0]
     centroid, extent = features[-6:-3], features[-3:]
     assert centroid.tolist() == [1.0, 0.0, 0.0] and extent.tolist() == [1.0, 0.0, 0.0]
@@ -115,7 +115,7 @@ def test_radial_moments_of_one_voxel_and_custom_centre():
     octants = RadialProfileEmbedding((9, 5, 5), num_classes=2, octants=True).features(x)[0]
     # The voxel lies in octant (+x, +y, +z) = 7 (offsets >= 0 count as positive).
     assert octants[:-7].nonzero().flatten().tolist() == [7 * net.num_shells + 4]
-    moved = RadialProfileEmbedding((9, 5, 5), num_classes=2, center=(8, 2, 2), shell_width=2.0)
+    moved = RadialProfileEmbedding((9, 5, 5), num_classes=2, center=(8, 2, 2), shell_width=2.0, octants=False)
     # Within 2 voxels of the x = 8 face centre: 9 voxels in that face plane and 9 in the next.
     assert moved.num_shells == 5 and moved.features(x)[0, 0] == 1 / 18
     with pytest.raises(ValueError, match="shell_width > 0"):
@@ -177,3 +177,12 @@ def test_npe_c_trains_with_embedding(kind, tmp_path, monkeypatch):
     samples = posterior.sample((10,), x=x[0], show_progress_bars=False)
     assert samples.shape == (10, 4)
     assert torch.all(prior.support.check(samples))
+
+
+def test_radial_features_of_integer_and_float_label_maps_agree():
+    """The simulator's uint8 maps are featurised without a float copy; x_o comes as float32."""
+    torch.manual_seed(0)
+    x = torch.randint(0, 3, (4, 1, 9, 8, 7), dtype=torch.uint8)
+    net = RadialProfileEmbedding((9, 8, 7))
+    assert torch.equal(net.features(x), net.features(x.float()))
+    assert torch.equal(net.features(x), net.features(x.float() + 0.2))  # rounded, as _one_hot does

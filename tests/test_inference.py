@@ -15,8 +15,9 @@ TRUTH = torch.tensor([[1.0, 0.6, 0.7, 0.25]])
 
 @pytest.fixture(scope="module")
 def problem():
-    anatomy = phantom((13, 13, 13), spacing=2.0, wm=0.8, gm=0.2)
-    sim = TumorSimulator(anatomy, seed_mm=(12.0, 12.0, 12.0), day=6.0, roi_size_mm=26.0)
+    # 34 mm of tissue: large enough that most of this prior's tumours (3 mm seed) stay inside it
+    anatomy = phantom((17, 17, 17), spacing=2.0, wm=0.8, gm=0.2)
+    sim = TumorSimulator(anatomy, seed_mm=(16.0, 16.0, 16.0), day=6.0, roi_size_mm=34.0)
     prior = make_prior(bounds=([0.2, 0.2, 0.5, 0.05], [2.0, 1.2, 0.85, 0.45]))
     return sim, prior, sim(TRUTH)
 
@@ -24,7 +25,9 @@ def problem():
 def quick(method, **kw):
     base = dict(method=method, num_rounds=2, num_simulations=120, embedding="mlp",
                 embedding_kwargs={"hidden": 32}, num_components=1 if method == "NPE_A" else 3,
-                max_num_epochs=40, stop_after_epochs=10, num_posterior_samples=1000, seed=1)
+                max_num_epochs=40, stop_after_epochs=10, num_posterior_samples=1000, seed=1,
+                # the training settings these tiny runs were measured with (the defaults are for 1,000 solves)
+                training_batch_size=50, learning_rate=5e-4, augment=1)
     base.update(kw)
     return InferenceConfig(**base)
 

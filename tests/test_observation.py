@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from sbi_tumor.observation import best_threshold, label_map, labels_to_masks, masks_to_labels
+from sbi_tumor.observation import best_threshold, label_map, labels_to_masks, masks_to_labels, threshold_interval
 
 
 def test_label_map_thresholds():
@@ -47,3 +47,13 @@ def test_best_threshold_is_exact_and_respects_the_range():
     c, wrong = best_threshold(u, mask)
     brute = min(int(((u >= t) != mask).sum()) for t in np.linspace(0, 1, 1001))
     assert wrong == brute == 1 and int(((u >= c) != mask).sum()) == 1
+
+
+def test_threshold_interval_spans_every_threshold_that_fits():
+    u = np.array([0.1, 0.3, 0.4, 0.6, 0.8], dtype=np.float32)
+    lo, hi, wrong = threshold_interval(u, u >= 0.35)
+    # Any c in (0.3, 0.4] reproduces {0.4, 0.6, 0.8}: the interval is that, to float rounding.
+    assert wrong == 0 and 0.3 < lo < 0.3 + 1e-6 and hi == pytest.approx(0.4)
+    assert int(((u >= lo) != (u >= 0.35)).sum()) == int(((u >= hi) != (u >= 0.35)).sum()) == 0
+    lo, hi, wrong = threshold_interval(u, u >= 0.35, low=0.5, high=0.9)  # c in [0.5, 0.6]
+    assert wrong == 1 and lo == 0.5 and hi == pytest.approx(0.6)

@@ -10,7 +10,8 @@ import pytest
 
 from sbi_tumor import plots
 from sbi_tumor.io import save_nifti
-from sbi_tumor.prediction import dice, predict, save_prediction
+from sbi_tumor.observation import dice
+from sbi_tumor.prediction import predict, save_prediction
 from sbi_tumor.workflow import infer_patient, make_synthetic_patient
 from tiny_patient import SCAN_DAYS, tiny_anatomy, tiny_config
 

@@ -21,7 +21,9 @@ def tiny_anatomy(mni2: Anatomy) -> Anatomy:
 
 
 def tiny_config(**overrides) -> InferenceConfig:
-    settings = dict(num_rounds=2, num_simulations=30, embedding="mlp", embedding_kwargs={"hidden": 8},
+    # NPE_B (0.1's default, one training pair per solve), with which the workflow tests were written;
+    # an augmented TSNPE run has a test of its own (tiny_config(method="TSNPE", augment=3)).
+    settings = dict(method="NPE_B", num_rounds=2, num_simulations=30, embedding="mlp", embedding_kwargs={"hidden": 8},
                     num_components=2, max_num_epochs=4, stop_after_epochs=2, num_posterior_samples=100,
                     simulation_batch_size=5, seed=3)
     return InferenceConfig(**(settings | overrides))
