@@ -8,10 +8,17 @@ voxels produce *exactly* the observed label map: no method can tell them from th
 observation, so their spread of front speed 2 sqrt(D rho) and infiltration length sqrt(D / rho) is a
 floor under any estimator's error (finer than the grid: more such points lie between the nodes).
 
+With ``--human CASE ...`` (cases of ``benchmarks/defaults.py``: human prior, known seed, whole-brain
+model, ROI from the T2 extent) it also asks how well the *thresholds* are determined: at every
+grid point that reproduces the observation (exactly, or within 1% of the tumour's voxels), the
+interval of u_T1 and of u_T2 that does so (`sbi_tumor.observation.threshold_interval`);
+their union over those points is the range of thresholds this observation cannot tell apart.
+
 Writes ``results.json`` and ``identifiability.png`` (wrong voxels over the grid, truth marked) to
 ``--out``; prints the JSON.
 
     python benchmarks/identifiability.py --out benchmarks/results/identifiability [--grid 48]
+                                         [--truths 0 1 2 3] [--human human-100d]
 """
 
 from __future__ import annotations
@@ -25,9 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
+from defaults import CASES, case_simulator
 from paper import SEED_MM, TRUTHS
 from sbi_tumor.anatomy import load_mni152
-from sbi_tumor.observation import best_threshold, label_map
+from sbi_tumor.observation import best_threshold, label_map, threshold_interval
 from sbi_tumor.prior import PRESETS
 from sbi_tumor.simulator import TumorSimulator
 
@@ -51,6 +59,38 @@ def scan(simulator: TumorSimulator, truth, d_grid, rho_grid) -> dict:
                       *thresholds[i, j])
     assert int((check != observed).sum()) <= wrong[i, j]
     return {"observed": observed, "wrong": wrong, "thresholds": thresholds}
+
+
+def scan_thresholds(case: str, grid: int, anatomy) -> dict:
+    """Thresholds that reproduce a human case's label map, over a (D, rho) grid of its prior."""
+    preset_name, truth, day, _ = CASES[case]
+    preset = PRESETS[preset_name]
+    simulator = case_simulator(case, anatomy)
+    observed = simulator.labels(np.asarray([truth]), [day])[0, 0]
+    t1, t2 = observed == 2, observed >= 1
+    d_grid = np.geomspace(preset.low[0], preset.high[0], grid)
+    rho_grid = np.geomspace(preset.low[1], preset.high[1], grid)
+    wrong = np.zeros((grid, grid), dtype=int)
+    intervals = np.zeros((grid, grid, 4))  # u_T1 low, high, u_T2 low, high
+    for i, d in enumerate(d_grid):
+        density = simulator.density(np.stack([np.full_like(rho_grid, d), rho_grid], axis=1), [day])[:, 0]
+        for j, u in enumerate(density):
+            a1, b1, w1 = threshold_interval(u, t1, preset.low[2], preset.high[2])
+            a2, b2, w2 = threshold_interval(u, t2, preset.low[3], min(preset.high[3], a1))
+            wrong[i, j], intervals[i, j] = w1 + w2, (a1, b1, a2, b2)
+    # at the true rates
+    u_true = simulator.density(np.asarray([truth]), [day])[0, 0]
+    at_truth = threshold_interval(u_true, t1, preset.low[2], preset.high[2])[:2] + \
+        threshold_interval(u_true, t2, preset.low[3], preset.high[3])[:2]
+    out = summarise(truth, d_grid, rho_grid, wrong, int(t2.sum())) | {"case": case, "day": day}
+    out["thresholds_at_true_rates"] = {"u_T1": list(at_truth[:2]), "u_T2": list(at_truth[2:])}
+    for name, limit in (("exact", 0), ("within_1pct_of_tumour", max(1, int(t2.sum()) // 100))):
+        match = wrong <= limit
+        if match.any():
+            out[name]["u_T1_range"] = [float(intervals[match, 0].min()), float(intervals[match, 1].max())]
+            out[name]["u_T2_range"] = [float(intervals[match, 2].min()), float(intervals[match, 3].max())]
+    out["prior_ranges"] = {"u_T1": [preset.low[2], preset.high[2]], "u_T2": [preset.low[3], preset.high[3]]}
+    return out
 
 
 def summarise(truth, d_grid, rho_grid, wrong: np.ndarray, num_voxels: int) -> dict:
@@ -107,6 +147,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default="benchmarks/results/identifiability")
     parser.add_argument("--truths", nargs="+", type=int, default=[0, 1, 2, 3])
     parser.add_argument("--grid", type=int, default=48, help="grid points per axis (default 48)")
+    parser.add_argument("--human", nargs="*", default=[], choices=list(CASES),
+                        help="human cases of benchmarks/defaults.py to scan for threshold ranges too")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     import numba
@@ -115,7 +157,8 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     preset = PRESETS["paper"]
-    simulator = TumorSimulator(load_mni152(2.0), seed_mm=SEED_MM, day=preset.day, roi_size_mm=64.0)
+    simulator_anatomy = load_mni152(2.0)
+    simulator = TumorSimulator(simulator_anatomy, seed_mm=SEED_MM, day=preset.day, roi_size_mm=64.0)
     d_grid = np.geomspace(preset.low[0], preset.high[0], args.grid)
     rho_grid = np.geomspace(preset.low[1], preset.high[1], args.grid)
     results = {"benchmark": "identifiability",
@@ -132,8 +175,10 @@ def main(argv=None) -> dict:
         s = scan(simulator, truth, d_grid, rho_grid)
         results["truths"].append(summarise(truth, d_grid, rho_grid, s["wrong"], int((s["observed"] > 0).sum())))
         panels.append((truth, s["wrong"]))
+    results["human_cases"] = [scan_thresholds(case, args.grid, simulator_anatomy) for case in args.human]
     results["wall_time_s"] = time.perf_counter() - start
-    plot(panels, d_grid, rho_grid, out / "identifiability.png")
+    if panels:
+        plot(panels, d_grid, rho_grid, out / "identifiability.png")
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
     return results

@@ -33,7 +33,7 @@ from sbi_tumor.benchmark import posterior_metrics
 from sbi_tumor.embedding import EMBEDDINGS
 from sbi_tumor.inference import InferenceConfig, run_sequential_npe
 from sbi_tumor.plots import pair_plot, save_figure
-from sbi_tumor.prediction import dice
+from sbi_tumor.observation import dice
 from sbi_tumor.prior import PRESETS, make_prior
 from sbi_tumor.simulator import TumorSimulator
 

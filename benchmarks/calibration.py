@@ -1,0 +1,132 @@
+"""Calibration of the default pipeline with sbi's diagnostics (SBC, expected coverage, TARP).
+
+Two levels, one command each; the cases are those of ``benchmarks/defaults.py`` (a known seed,
+the region of interest sized from the case's truth, the model on the whole anatomy):
+
+* ``--level amortised``: the first-round estimator of the default configuration (prior draws
+  only, ``--simulations`` solves) checked on ``--pairs`` held-out prior draws with
+  `sbi_tumor.diagnostics.calibrate`;
+* ``--level sequential``: the whole default pipeline run on ``--truths`` truths drawn from the
+  prior, each its own sequential inference (``--rounds`` x ``--simulations``); each truth is ranked
+  in its own posterior with sbi's ``run_sbc`` (SBC stays valid for sequential methods when every
+  truth gets its own run), and the ranks are checked with sbi's ``check_sbc``. Each finished run
+  is kept in ``--out``, so an interrupted sweep loses nothing.
+
+Writes ``results.json``, ``table.md`` and the rank plot (``ranks.png``; amortised also
+``tarp.png``) to ``--out``; prints the JSON.
+
+    python benchmarks/calibration.py --level amortised --case paper --out benchmarks/results/calibration/amortised_paper
+    python benchmarks/calibration.py --level sequential --case human-100d --truths 30 --rounds 2 \\
+        --out benchmarks/results/calibration/sequential_human-100d
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from defaults import CASES, case_simulator
+from sbi_tumor.anatomy import load_mni152
+from sbi_tumor.diagnostics import COVERAGE_90_RANGE, KS_MIN_PVALUE, calibrate, coverage_from_ranks, held_out_pairs
+from sbi_tumor.inference import InferenceConfig, run_sequential_npe
+from sbi_tumor.plots import save_figure
+from sbi_tumor.prior import PARAMETER_NAMES, make_prior
+from _common import emit  # benchmarks/ is on sys.path when run as a script
+
+
+def amortised(args, simulator, prior, out: Path) -> dict:
+    from sbi_tumor.diagnostics import rank_plot, tarp_plot
+
+    x_o = simulator(torch.tensor([CASES[args.case][1]]))  # any x: round 1 does not depend on it
+    config = InferenceConfig(num_rounds=1, num_simulations=args.simulations, augment=args.augment, seed=args.seed)
+    t0 = time.perf_counter()
+    posterior, result = run_sequential_npe(simulator, prior, x_o, config, progress=not args.quiet)
+    theta, x = held_out_pairs(simulator, prior, args.pairs, seed=args.seed + 1000)
+    calibration = calibrate(posterior, theta, x, num_posterior_samples=args.posterior_samples)
+    save_figure(rank_plot(calibration), out / "ranks.png")
+    save_figure(tarp_plot(calibration), out / "tarp.png")
+    (out / "table.md").write_text(calibration.table())
+    return {"calibration": calibration.to_dict(), "training_time_s": result.training_time,
+            "simulation_time_s": result.simulation_time, "wall_time_s": time.perf_counter() - t0,
+            "config": result.config}
+
+
+def sequential(args, simulator, prior, out: Path) -> dict:
+    from sbi.diagnostics import check_sbc, run_sbc
+
+    from sbi_tumor.diagnostics import Calibration, rank_plot
+
+    truths, _ = held_out_pairs(lambda t: t, prior, args.truths, seed=args.seed + 1000)
+    config = InferenceConfig(num_rounds=args.rounds, num_simulations=args.simulations, augment=args.augment,
+                             seed=args.seed)
+    runs = []
+    for i, truth in enumerate(truths):
+        path = out / f"truth{i}.json"
+        if not path.exists():
+            x_o = simulator(truth[None])
+            posterior, result = run_sequential_npe(simulator, prior, x_o, config, progress=not args.quiet)
+            with torch.random.fork_rng():
+                torch.manual_seed(i)
+                ranks, dap = run_sbc(truth[None], x_o, posterior, num_posterior_samples=args.posterior_samples,
+                                     show_progress_bar=False)
+            path.write_text(json.dumps({"truth": truth.tolist(), "ranks": ranks[0].tolist(),
+                                        "dap": dap[0].tolist(), "wall_time_s": result.wall_time,
+                                        "contraction": result.contraction}))
+            print(f"truth {i + 1}/{len(truths)}: ranks {ranks[0].tolist()}, {result.wall_time:.0f} s",
+                  file=sys.stderr, flush=True)
+        runs.append(json.loads(path.read_text()))
+    ranks = np.array([r["ranks"] for r in runs])
+    checks = check_sbc(torch.tensor(ranks), truths, torch.tensor([r["dap"] for r in runs]),
+                       num_posterior_samples=args.posterior_samples)
+    nan = np.full(1, np.nan)
+    calibration = Calibration(
+        names=PARAMETER_NAMES, ranks=ranks, num_posterior_samples=args.posterior_samples,
+        ks_pvalues=[float(v) for v in checks["ks_pvals"]], c2st_ranks=[float(v) for v in checks["c2st_ranks"]],
+        c2st_dap=float(torch.as_tensor(checks["c2st_dap"]).mean()),
+        coverage_50=coverage_from_ranks(ranks, args.posterior_samples, 0.5),
+        coverage_90=coverage_from_ranks(ranks, args.posterior_samples, 0.9),
+        tarp_atc=float("nan"), tarp_ks_pvalue=float("nan"), tarp_ecp=nan, tarp_alpha=nan)
+    save_figure(rank_plot(calibration), out / "ranks.png")
+    # TARP needs one posterior for every x: it does not apply to per-truth sequential runs.
+    (out / "table.md").write_text(calibration.table().rsplit("| joint (TARP)", 1)[0])
+    return {"calibration": calibration.to_dict() | {"tarp": "not applicable to per-truth sequential runs"},
+            "runs": runs, "config": config.to_dict(),
+            "wall_time_s_per_truth": [r["wall_time_s"] for r in runs]}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--level", choices=["amortised", "sequential"], required=True)
+    parser.add_argument("--case", choices=list(CASES), default="paper")
+    parser.add_argument("--simulations", type=int, default=250, help="solves per round (default 250)")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds of each sequential run (default 4)")
+    parser.add_argument("--pairs", type=int, default=200, help="held-out pairs, amortised (default 200)")
+    parser.add_argument("--truths", type=int, default=30, help="truths, sequential (default 30)")
+    parser.add_argument("--augment", type=int, help="threshold pairs per solve (default: the default, 10)")
+    parser.add_argument("--posterior-samples", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    preset = CASES[args.case][0]
+    prior = make_prior(preset)
+    simulator = case_simulator(args.case, load_mni152(2.0))
+    results = {"benchmark": "calibration", "level": args.level, "case": args.case,
+               "command": shlex.join(["python", "benchmarks/calibration.py", *(argv or sys.argv[1:])]),
+               "targets": {"sbc_ks_pvalue_above": KS_MIN_PVALUE, "coverage_90_in": list(COVERAGE_90_RANGE),
+                           "tarp_ks_pvalue_above": KS_MIN_PVALUE}}
+    results |= (amortised if args.level == "amortised" else sequential)(args, simulator, prior, out)
+    return emit(results, str(out / "results.json"))
+
+
+if __name__ == "__main__":
+    main()
