@@ -117,10 +117,10 @@ def run(case: str, config_name: str, seed: int, anatomy, quiet: bool) -> dict:
 
 
 def markdown_table(runs: list[dict]) -> str:
-    """One row per run: coverage, 90% widths relative to the truth, MAP errors, contraction, time."""
-    head = ("| case | config | seed | truth in all 98% | D 90% width | front speed 90% width / MAP error "
-            "| infiltration length 90% width / MAP error | contraction D / rho / u_T1 / u_T2 "
-            "| sim / train / wall [s] |")
+    """One row per run: the truth inside all 98% intervals; 90% widths relative to the truth and MAP
+    errors of D, the front speed and the infiltration length; contraction; time."""
+    head = ("| case | config | seed | truth in 98% | D width | speed width / MAP error "
+            "| length width / MAP error | contraction D / rho / u_T1 / u_T2 | sim / train / wall [s] |")
     lines = [head, "|" + "---|" * 9]
     for r in runs:
         m = r["metrics"]
