@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 from sbi_tumor.cli import main
 from sbi_tumor.io import SimulationStore, save_nifti
 from sbi_tumor.workflow import load_run, make_synthetic_patient
-from tiny_patient import SCAN_DAYS, tiny_anatomy, write_anatomy
+from tiny_patient import SCAN_DAYS, SEED_MM, tiny_anatomy, write_anatomy
 
 # --log-space: the CLI tests also cover the theta-space wrapper of a posterior trained on log rates.
 # --method NPE_B, the default before 0.2, with which these tests were written: one training pair per
@@ -162,3 +163,16 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     for name in ("inputs/scan1_adc.nii.gz", "inputs/truth.json", "posterior/pairplot.png",
                  "posterior/samples.csv", "prediction/volumes.png", "prediction/volumes.csv"):
         assert (out / name).is_file(), name
+
+
+def test_simulate_runs_user_tissue_maps_on_their_own_grid(mni2, tmp_path, capsys):
+    """Without --resolution-mm, --wm/--gm/--csf are simulated on their own grid (the atlas: 2 mm)."""
+    anatomy = tiny_anatomy(mni2)
+    maps = write_anatomy(anatomy, tmp_path)
+    out = tmp_path / "sim"
+    code = main(["simulate", "--dw", "0.5", "--rho", "0.3", "--days", "5", "--seed-mm", *map(str, SEED_MM),
+                 *maps, "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "volumes.json").read_text())
+    assert report["grid"] == list(anatomy.shape) and report["spacing_mm"] == anatomy.spacing.tolist()
+    assert report["seed_sigma_mm"] == 3.0 and report["days"]["5"]["T2_volume_ml"] > 0

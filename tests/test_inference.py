@@ -235,3 +235,21 @@ def test_log_space_trains_on_log_rates_and_returns_theta(problem, tmp_path):
     assert loaded.set_default_x(x_o).sample((3,), show_progress_bars=False).shape == (3, 4)
     with pytest.raises(ValueError, match="log_uniform=True"):
         run_sequential_npe(sim, prior, x_o, quick("NPE_A", log_space=True), progress=False)
+
+
+def test_defaults_are_defined_once_and_resolve_augment_by_method():
+    """The CLI's inference options default to InferenceConfig()'s, the benchmarked configuration."""
+    from sbi_tumor.cli import build_parser
+    from sbi_tumor.inference import DEFAULT_AUGMENT
+
+    config = InferenceConfig()
+    assert (config.method, config.embedding, config.augment) == ("TSNPE", "radial", DEFAULT_AUGMENT)
+    assert InferenceConfig(method="NPE_B").augment == 1  # augmentation needs TSNPE's proposals
+    args = build_parser().parse_args(["infer", "--t1", "a", "--t2", "b", "--day", "1", "--seed-mm", "0", "0", "0",
+                                      "--out", "o"])
+    assert (args.method, args.rounds, args.simulations, args.embedding, args.max_epochs) == (
+        config.method, config.num_rounds, config.num_simulations, config.embedding, config.max_num_epochs)
+    assert args.augment is None  # resolved by InferenceConfig for the chosen method
+    demo = build_parser().parse_args(["demo", "--out", "o"])
+    assert (demo.method, demo.rounds, demo.simulations, demo.embedding) == (
+        config.method, config.num_rounds, config.num_simulations, config.embedding)
