@@ -390,7 +390,7 @@ def _write_run(directory: Path, run: InferenceRun, prior_name: str, seconds: flo
                       directory / "pairplot.png")
     simulator = patient.simulator()
     map_labels = simulator.to_full_grid(simulator.labels(result.map[None], [patient.day])[0, 0])
-    check = posterior_predictive_check(run)
+    check = posterior_predictive_check(run, simulator=simulator)
     (directory / "ppc.json").write_text(json.dumps(check, indent=2))
     plots.save_figure(plots.ppc_figure(check), directory / "ppc.png")
     panels = [(f"observed, day {patient.day:g}", patient.labels, None),
@@ -415,7 +415,8 @@ def _write_run(directory: Path, run: InferenceRun, prior_name: str, seconds: flo
 PPC_DRAWS = 50
 
 
-def posterior_predictive_check(run: InferenceRun, num_draws: int = PPC_DRAWS) -> dict[str, Any]:
+def posterior_predictive_check(run: InferenceRun, num_draws: int = PPC_DRAWS,
+                               simulator: TumorSimulator | None = None) -> dict[str, Any]:
     """Does the fit reproduce the data? The label maps of ``num_draws`` posterior samples at the
     fitted day against the observed segmentations.
 
@@ -424,7 +425,7 @@ def posterior_predictive_check(run: InferenceRun, num_draws: int = PPC_DRAWS) ->
     draws' (its quantile: near 0 or 1 means the posterior does not reproduce it).
     """
     patient = run.patient
-    simulator = patient.simulator()
+    simulator = simulator or patient.simulator()  # the run's own, when the caller has built it
     theta = run.result.samples[:num_draws]  # independent draws: the first ones are as good as any
     labels = simulator.labels(theta, [patient.day])[:, 0]
     observed = patient.labels[simulator.roi_slices]
