@@ -48,7 +48,7 @@ def test_config_rejects_bad_settings():
     with pytest.raises(ValueError, match="npe_method must be one of"):
         BenchmarkConfig(npe_method="SNLE")
     with pytest.raises(ValueError, match="npe_augment must be 1, or > 1 with npe_method 'TSNPE'"):
-        BenchmarkConfig(npe_augment=10)
+        BenchmarkConfig(npe_method="NPE_B", npe_augment=10)
 
 
 def test_parser_registers_npe_vs_mcmc():
@@ -59,7 +59,7 @@ def test_parser_registers_npe_vs_mcmc():
     benchmark.add_benchmark_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["benchmark", "npe-vs-mcmc", "--budgets", "500", "1000", "--out", "x"])
     config = benchmark.config_from_args(args)
-    assert config.budgets == (500, 1000) and config.embedding == "mlp"
+    assert config.budgets == (500, 1000) and config.embedding == "radial" and config.npe_method == "TSNPE"
     assert benchmark.command_line(args).startswith("sbi-tumor benchmark npe-vs-mcmc --case paper --budgets 500 1000")
     args = parser.parse_args(["benchmark", "npe-vs-mcmc", "--method", "TSNPE", "--augment", "10",
                               "--embedding", "radial",
@@ -125,3 +125,27 @@ def test_markdown_table_marks_target():
     assert "| NPE | 10 | 10 | 1 | 0.700 | 10.0 / 10.0 / 10.0 / 10.0 | 20.0 / 20.0 / 20.0 / 20.0 | ynyy |" in table
     assert "0.900 / 0.500 | 0.800 / 0.400 |" in table
     assert ": met (0.700 vs 0.800)" in table
+
+
+def test_target_is_not_met_when_both_runs_are_told_apart_from_the_reference():
+    config = BenchmarkConfig.quick()
+    runs = [{"method": "NPE", "budget": 120, "c2st": 0.995}, {"method": "TMCMC", "budget": 480, "c2st": 1.0}]
+    target = benchmark._target(runs, config)
+    assert target["met"] is False and target["both_distinguishable"] is True
+    runs[0]["c2st"] = 0.80
+    assert benchmark._target(runs, config)["met"] is True
+
+
+def test_seeds_summary_counts_met_seeds():
+    def seed_results(seed, npe, mcmc):
+        return {"config": {"seed": seed}, "runs": [{"method": "NPE", "budget": 1000, "c2st": npe},
+                                                   {"method": "TMCMC", "budget": 10000, "c2st": mcmc}],
+                "target": {"met": npe <= mcmc}}
+
+    summary = benchmark.seeds_summary([seed_results(0, 0.6, 0.7), seed_results(1, 0.9, 0.8),
+                                       seed_results(2, 0.65, 0.7)])
+    assert summary["c2st"]["NPE 1000"]["mean"] == pytest.approx(0.7166667, rel=1e-6)
+    assert summary["target"] == {"met_per_seed": [True, False, True], "met": 2, "of": 3, "required": 3}
+    table = benchmark.seeds_table(summary)
+    assert "| NPE 1000 | 0.600 | 0.900 | 0.650 | 0.717 ± 0.131 |" in table
+    assert "on 3 of 3 seeds: not met (2 of 3; seed 0: met, seed 1: missed, seed 2: met)" in table
