@@ -259,7 +259,7 @@ ROLE = re.compile(r":(?:py:)?(?:class|func|meth|attr|mod|obj|data|exc|math|ref|d
 # with mkdocstrings cross-references is [`Name`][sbi_tumor.module.Name]. Drop an entry once fixed.
 ROLES_IN_DOCSTRINGS = {
     "api/prior.html": "sbi_tumor.prior.LogUniformBox: ':math:`1 / (x \\log(high_i / low_i))`'",
-    "api/simulator.html": "sbi_tumor.simulator.TumorSimulator (backend): ':class:`~sbi_tumor.torch_solver.TorchFKSolver`'",
+    "api/simulator.html": "the module docstring of sbi_tumor.simulator: ':class:`~sbi_tumor.torch_solver.TorchFKSolver`'",
 }
 
 
