@@ -18,6 +18,8 @@ the batch's densities from numba's.
 
 from __future__ import annotations
 
+import _common  # noqa: F401  (first: OpenMP's passive waiting before torch and numba load)
+
 import argparse
 import os
 import platform
@@ -64,7 +66,7 @@ def run_grid(name: str, anatomy: Anatomy, batch_sizes: list[int], repeats: int) 
             backends[f"torch-{device}"] = lambda b, s=solver: s.solve(np.full(b, D), np.full(b, RHO), u0, [DAYS])
     rows = []
     for b in batch_sizes:
-        timings = time_interleaved({k: (lambda fn=fn: fn(b)) for k, fn in backends.items()}, repeats)
+        timings = time_interleaved({k: (lambda fn=fn: fn(b)) for k, fn in backends.items()}, repeats)  # noqa: B023 (called at once)
         base_times, ref = timings["numba-loop"]
         for backend, (times, out) in timings.items():
             rows.append({"backend": backend, "batch": b, "seconds_per_batch_median": statistics.median(times),

@@ -22,6 +22,8 @@ Writes ``results.json``, ``table.md`` and the rank plot (``ranks.png``; amortise
 
 from __future__ import annotations
 
+import _common  # noqa: F401  (first: OpenMP's passive waiting before torch and numba load)
+
 import argparse
 import json
 import shlex
@@ -35,9 +37,11 @@ import torch
 from defaults import CASES, case_simulator
 from sbi_tumor.anatomy import load_mni152
 from sbi_tumor.diagnostics import COVERAGE_90_RANGE, KS_MIN_PVALUE, calibrate, coverage_from_ranks, held_out_pairs
-from sbi_tumor.inference import InferenceConfig, run_sequential_npe
+from sbi_tumor.config import InferenceConfig
+from sbi_tumor.inference import run_sequential_npe
 from sbi_tumor.plots import save_figure
-from sbi_tumor.prior import PARAMETER_NAMES, make_prior
+from sbi_tumor.config import PARAMETER_NAMES
+from sbi_tumor.prior import make_prior
 from _common import emit  # benchmarks/ is on sys.path when run as a script
 
 

@@ -20,6 +20,8 @@ its value, D's 90% width < 30%, whole inference <= 120 s on the 2-core machine.
 
 from __future__ import annotations
 
+import _common  # noqa: F401  (first: OpenMP's passive waiting before torch and numba load)
+
 import argparse
 import json
 import shlex
@@ -32,10 +34,12 @@ import torch
 
 from sbi_tumor.anatomy import load_mni152
 from sbi_tumor.identifiability import derived
-from sbi_tumor.inference import InferenceConfig, run_sequential_npe
-from sbi_tumor.prior import PARAMETER_NAMES, make_prior
+from sbi_tumor.config import InferenceConfig
+from sbi_tumor.inference import run_sequential_npe
+from sbi_tumor.config import PARAMETER_NAMES
+from sbi_tumor.prior import make_prior
 from sbi_tumor.simulator import TumorSimulator
-from sbi_tumor.workflow import roi_edge_mm
+from sbi_tumor.patient.inputs import roi_edge_mm
 from _common import emit  # benchmarks/ is on sys.path when run as a script
 
 #: name -> (prior preset, truth (D, rho, u_T1, u_T2), observation day, seed point in mm)

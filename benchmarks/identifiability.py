@@ -23,6 +23,8 @@ Writes ``results.json`` and ``identifiability.png`` (wrong voxels over the grid,
 
 from __future__ import annotations
 
+import _common  # noqa: F401  (first: OpenMP's passive waiting before torch and numba load)
+
 import argparse
 import json
 import sys
@@ -36,7 +38,8 @@ from defaults import CASES, case_simulator
 from paper import SEED_MM, TRUTHS
 from sbi_tumor.anatomy import load_mni152
 from sbi_tumor.observation import best_threshold, label_map, threshold_interval
-from sbi_tumor.prior import PRESETS
+from sbi_tumor.config import PRESETS
+from sbi_tumor.runtime import set_threads
 from sbi_tumor.simulator import TumorSimulator
 
 
@@ -151,9 +154,7 @@ def main(argv=None) -> dict:
                         help="human cases of benchmarks/defaults.py to scan for threshold ranges too")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    import numba
-
-    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    set_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     preset = PRESETS["paper"]

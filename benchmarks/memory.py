@@ -15,6 +15,8 @@ rounds as float32 (the copies sbi stores and trains on).
 
 from __future__ import annotations
 
+import _common  # noqa: F401  (first: OpenMP's passive waiting before torch and numba load)
+
 import argparse
 import json
 import os

@@ -8,9 +8,11 @@ The same as ``sbi-tumor benchmark npe-vs-mcmc`` (see :mod:`sbi_tumor.benchmark`)
 
 from __future__ import annotations
 
+import _common  # noqa: F401  (first: OpenMP's passive waiting before torch and numba load)
+
 import sys
 
-from sbi_tumor.benchmark import main
+from sbi_tumor.benchmark.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -17,6 +17,8 @@ T2 and core T1) against the true one, simulations and wall time.
 
 from __future__ import annotations
 
+import _common  # noqa: F401  (first: OpenMP's passive waiting before torch and numba load)
+
 import argparse
 import json
 import re
@@ -29,12 +31,15 @@ import numpy as np
 import torch
 
 from sbi_tumor.anatomy import load_mni152
-from sbi_tumor.benchmark import posterior_metrics
-from sbi_tumor.embedding import EMBEDDINGS
-from sbi_tumor.inference import InferenceConfig, run_sequential_npe
+from sbi_tumor.metrics import posterior_metrics
+from sbi_tumor.config import EMBEDDING_NAMES
+from sbi_tumor.config import InferenceConfig
+from sbi_tumor.inference import run_sequential_npe
 from sbi_tumor.plots import pair_plot, save_figure
 from sbi_tumor.observation import dice
-from sbi_tumor.prior import PRESETS, make_prior
+from sbi_tumor.config import PRESETS
+from sbi_tumor.prior import make_prior
+from sbi_tumor.runtime import set_threads
 from sbi_tumor.simulator import TumorSimulator
 
 SEED_MM = (-30.0, 20.0, 30.0)
@@ -116,7 +121,7 @@ def markdown_table(paths: list[str]) -> str:
             m, t = r["metrics"], r["targets"]
 
             def pct(name: str, key: str) -> str:
-                return f"{100 * m[name][key]:.0f}%" if key in m[name] else "–"  # older results lack medians
+                return f"{100 * m[name][key]:.0f}%" if key in m[name] else "–"  # older results lack medians  # noqa: B023
 
             map_ = ", ".join(f"{m[n]['map']:.2f}" for n in NAMES)
             day9 = f"{r['dice_day9_T2']:.2f}" if "dice_day9_T2" in r else "–"
@@ -137,7 +142,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--truths", nargs="+", type=int, default=[0, 1, 2, 3])
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--simulations", type=int, default=250)
-    parser.add_argument("--embedding", default="mlp", choices=sorted(EMBEDDINGS))
+    parser.add_argument("--embedding", default="mlp", choices=sorted(EMBEDDING_NAMES))
     parser.add_argument("--embedding-kwargs", default="{}", metavar="JSON",
                         help='arguments of the embedding net, e.g. \'{"octants": true}\'')
     parser.add_argument("--log-space", action="store_true", help="train on (log D, log rho, u_T1, u_T2)")
@@ -160,10 +165,8 @@ def main(argv=None) -> dict:
     if args.table:
         print(markdown_table(args.table))
         return {}
-    import numba
 
-    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     simulator = TumorSimulator(load_mni152(2.0), seed_mm=SEED_MM, day=PRESETS["paper"].day,

@@ -15,6 +15,8 @@ the load average is recorded, since on a shared machine it dominates the spread.
 
 from __future__ import annotations
 
+import _common  # noqa: F401  (first: OpenMP's passive waiting before torch and numba load)
+
 import argparse
 import os
 import platform

@@ -19,6 +19,8 @@ runs the seed of one voxel's width that sbi-tumor used before 0.2 (the same tumo
 
 from __future__ import annotations
 
+import _common  # noqa: F401  (first: OpenMP's passive waiting before torch and numba load)
+
 import argparse
 import math
 import platform
@@ -28,7 +30,8 @@ import time
 import numpy as np
 
 from sbi_tumor.anatomy import load_mni152
-from sbi_tumor.solver import SEED_SIGMA_MM, FKSolver, SolverConfig, reference_step, seed_density
+from sbi_tumor.config import SEED_SIGMA_MM
+from sbi_tumor.solver import FKSolver, SolverConfig, reference_step, seed_density
 from _common import emit  # benchmarks/ is on sys.path when run as a script
 
 SEED_MM = (-30.0, 20.0, 30.0)

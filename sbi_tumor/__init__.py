@@ -1,79 +1,69 @@
 """sbi-tumor: personalise a Fisher-Kolmogorov brain-tumour growth model with simulation-based inference.
 
 The public API reads like sbi: a batched ``simulator(theta) -> x``, a ``torch.distributions``
-prior, embedding nets for ``sbi.neural_nets.posterior_nn(embedding_net=...)``, and a driver for
-sequential neural posterior estimation built on sbi's own trainers.
+prior, embedding nets for ``sbi.neural_nets.posterior_nn(embedding_net=...)``, a driver for
+sequential neural posterior estimation built on sbi's own trainers, and sbi's diagnostics.
+This namespace is that sbi-facing core; the patient application is ``sbi_tumor.patient`` and
+the benchmark against MCMC ``sbi_tumor.benchmark``.
+
+Names are imported when first used (so ``import sbi_tumor`` and ``sbi-tumor --help`` do not
+load torch, sbi or numba), and importing the package changes nothing else.
 """
 
-import os as _os
+from __future__ import annotations
 
-# numba's and torch's OpenMP runtimes both spin-wait for work by default; in one process (and on
-# a shared machine) the spinning threads starve each other: we measured a 50-100x slow-down of
-# simulations and training. Passive waiting costs nothing measurable. It must be set before the
-# first OpenMP runtime loads, i.e. before torch or numba is imported.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from .anatomy import Anatomy, AnatomyError, load_mni152, load_nifti_anatomy
-from .baselines import TMCMCResult, tmcmc
-from .embedding import LabelMapCNN3d, PaperMLPEmbedding, RadialProfileEmbedding, make_embedding
-from .inference import (InferenceConfig, InferenceResult, LogRatesPosterior, load_posterior, run_sequential_npe,
-                        save_result)
-from .io import InputError, SimulationStore
-from .likelihood import BernoulliLikelihood
-from .observation import best_threshold, dice, label_map, masks_to_labels
-from .parallel import SimulationError, simulate
-from .prediction import Prediction, predict, save_prediction
-from .prior import PARAMETER_NAMES, PRESETS, LogUniformBox, make_prior
-from .simulator import InitialCondition, TumorSimulator
-from .solver import FKSolver, SolverConfig, seed_density
-from .torch_solver import TorchFKSolver
-from .workflow import InferenceRun, Patient, infer_patient, load_patient, load_run, make_synthetic_patient
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.2.0"
 
-__all__ = [
-    "Anatomy",
-    "AnatomyError",
-    "BernoulliLikelihood",
-    "FKSolver",
-    "InferenceConfig",
-    "InferenceResult",
-    "LogRatesPosterior",
-    "InitialCondition",
-    "InferenceRun",
-    "InputError",
-    "LabelMapCNN3d",
-    "LogUniformBox",
-    "PARAMETER_NAMES",
-    "PRESETS",
-    "PaperMLPEmbedding",
-    "RadialProfileEmbedding",
-    "Patient",
-    "Prediction",
-    "SimulationError",
-    "SimulationStore",
-    "SolverConfig",
-    "TMCMCResult",
-    "TorchFKSolver",
-    "TumorSimulator",
-    "dice",
-    "infer_patient",
-    "best_threshold",
-    "label_map",
-    "load_mni152",
-    "load_nifti_anatomy",
-    "load_patient",
-    "load_posterior",
-    "load_run",
-    "make_synthetic_patient",
-    "make_embedding",
-    "make_prior",
-    "masks_to_labels",
-    "predict",
-    "run_sequential_npe",
-    "save_prediction",
-    "save_result",
-    "seed_density",
-    "simulate",
-    "tmcmc",
-]
+#: public name -> the core module that defines it
+_EXPORTS = {
+    "anatomy": ["Anatomy", "AnatomyError", "load_mni152", "load_nifti_anatomy"],
+    "solver": ["FKSolver", "SolverConfig", "seed_density"],
+    "torch_solver": ["TorchFKSolver"],
+    "simulator": ["InitialCondition", "TumorSimulator"],
+    "observation": ["best_threshold", "dice", "label_map", "masks_to_labels"],
+    "prior": ["PARAMETER_NAMES", "PRESETS", "LogUniformBox", "make_prior"],
+    "embedding": ["LabelMapCNN3d", "PaperMLPEmbedding", "RadialProfileEmbedding", "make_embedding"],
+    "config": ["InferenceConfig"],
+    "inference": ["InferenceResult", "load_posterior", "run_sequential_npe", "save_result"],
+    "posteriors": ["FeaturePosterior", "LogRatesPosterior"],
+    "diagnostics": ["Calibration", "calibrate"],
+    "likelihood": ["BernoulliLikelihood"],
+    "tmcmc": ["TMCMCResult", "tmcmc"],
+    "parallel": ["SimulationError", "simulate"],
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sbi_tumor' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from __getattr__
+    from .anatomy import Anatomy, AnatomyError, load_mni152, load_nifti_anatomy  # noqa: F401
+    from .diagnostics import Calibration, calibrate  # noqa: F401
+    from .embedding import LabelMapCNN3d, PaperMLPEmbedding, RadialProfileEmbedding, make_embedding  # noqa: F401
+    from .config import InferenceConfig  # noqa: F401
+    from .inference import InferenceResult, load_posterior, run_sequential_npe, save_result  # noqa: F401
+    from .posteriors import FeaturePosterior, LogRatesPosterior  # noqa: F401
+    from .likelihood import BernoulliLikelihood  # noqa: F401
+    from .observation import best_threshold, dice, label_map, masks_to_labels  # noqa: F401
+    from .parallel import SimulationError, simulate  # noqa: F401
+    from .prior import PARAMETER_NAMES, PRESETS, LogUniformBox, make_prior  # noqa: F401
+    from .simulator import InitialCondition, TumorSimulator  # noqa: F401
+    from .solver import FKSolver, SolverConfig, seed_density  # noqa: F401
+    from .tmcmc import TMCMCResult, tmcmc  # noqa: F401
+    from .torch_solver import TorchFKSolver  # noqa: F401

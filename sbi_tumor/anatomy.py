@@ -34,7 +34,11 @@ class Anatomy:
     """Tissue probability maps on a common grid.
 
     Attributes:
-        wm, gm, csf: probability maps, float32 arrays of shape ``(nx, ny, nz)``, values in [0, 1],
+        wm: probability maps, float32 arrays of shape ``(nx, ny, nz)``, values in [0, 1],
+            with ``wm + gm + csf <= 1`` (the rest is background).
+        gm: probability maps, float32 arrays of shape ``(nx, ny, nz)``, values in [0, 1],
+            with ``wm + gm + csf <= 1`` (the rest is background).
+        csf: probability maps, float32 arrays of shape ``(nx, ny, nz)``, values in [0, 1],
             with ``wm + gm + csf <= 1`` (the rest is background).
         affine: ``(4, 4)`` voxel-to-world (mm) matrix, as in NIfTI.
         tissue_threshold: minimum ``wm + gm`` for a voxel to count as tissue.

@@ -9,19 +9,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
 import warnings
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from .anatomy import Anatomy, AnatomyError, load_mni152, load_nifti_anatomy
-from .embedding import EMBEDDINGS
-from .inference import METHODS
-from .prior import PRESETS
-from .solver import SEED_SIGMA_MM
+from . import __version__
+from .config import EMBEDDING_NAMES, METHODS, PRESETS, SEED_SIGMA_MM
+from .runtime import OPENMP_ENV
+
+if TYPE_CHECKING:
+    from .anatomy import Anatomy
+
+# Only the light modules above load when the parser is built: torch, sbi, numba and nibabel load
+# when a command runs, so --help and argument errors answer at once.
 
 __all__ = ["main"]
 
@@ -58,6 +65,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def anatomy_from_args(args: argparse.Namespace) -> Anatomy:
+    from .anatomy import AnatomyError, load_mni152, load_nifti_anatomy
+
     maps = [args.wm, args.gm, args.csf]
     if any(maps) and not all(maps):
         raise AnatomyError("Give all three of --wm, --gm and --csf, or none (to use the MNI152 atlas).")
@@ -102,7 +111,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _inference_config(args: argparse.Namespace):
-    from .inference import InferenceConfig
+    from .config import InferenceConfig
 
     if args.log_space and args.method == "NPE_A":
         raise ValueError("--log-space works with --method NPE_B, NPE_C or TSNPE: NPE_A's analytic correction "
@@ -115,7 +124,7 @@ def _inference_config(args: argparse.Namespace):
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
-    from .workflow import infer_patient
+    from .patient.workflow import infer_patient
 
     t0 = time.perf_counter()
     try:
@@ -124,8 +133,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
                             config=_inference_config(args), ratio=args.ratio, out_dir=args.out,
                             resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     except KeyboardInterrupt:
-        print(f"\nInterrupted. The finished simulations are kept; continue with the same command "
-              f"and --resume.", file=sys.stderr)
+        print("\nInterrupted. The finished simulations are kept; continue with the same command "
+              "and --resume.", file=sys.stderr)
         return 130
     print(_summary_table(run.result))
     _print_files(args.out, run.files, time.perf_counter() - t0)
@@ -133,7 +142,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 
 def _summary_table(result) -> str:
-    from .prior import PARAMETER_NAMES
+    from .config import PARAMETER_NAMES
 
     q = np.quantile(result.samples.numpy(), [0.05, 0.5, 0.95], axis=0)
     lines = [f"{'':6s} {'MAP':>9s} {'median':>9s} {'90% interval':>22s}"]
@@ -163,8 +172,8 @@ def _day_files(pairs: list[str] | None, option: str) -> dict[float, str]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .prediction import predict, save_prediction
-    from .workflow import load_run
+    from .patient.prediction import predict, save_prediction
+    from .patient.run import load_run
 
     t0 = time.perf_counter()
     if Path(args.out).exists() and not args.overwrite:
@@ -192,8 +201,9 @@ def _volume_table(prediction) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .prediction import predict, save_prediction
-    from .workflow import infer_patient, make_synthetic_patient
+    from .patient.prediction import predict, save_prediction
+    from .patient.synthetic import make_synthetic_patient
+    from .patient.workflow import infer_patient
 
     out = Path(args.out)
     if out.exists():
@@ -246,7 +256,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     """The inference options; their defaults are ``InferenceConfig()``'s, the measured best."""
-    from .inference import DEFAULT_AUGMENT, InferenceConfig
+    from .config import DEFAULT_AUGMENT, InferenceConfig
 
     defaults = InferenceConfig()
     group = parser.add_argument_group("inference")
@@ -255,7 +265,7 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--rounds", type=int, default=defaults.num_rounds, help="rounds")
     group.add_argument("--simulations", type=int, default=defaults.num_simulations,
                        help="forward solves per round")
-    group.add_argument("--embedding", default=defaults.embedding, choices=sorted(EMBEDDINGS),
+    group.add_argument("--embedding", default=defaults.embedding, choices=sorted(EMBEDDING_NAMES),
                        help="embedding net of the label maps")
     group.add_argument("--mlp-hidden", type=int, default=100,
                        help="tanh units of the mlp embedding (default 100, the paper's)")
@@ -267,7 +277,8 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
                             f"many threshold pairs (default {DEFAULT_AUGMENT} with TSNPE, 1 otherwise)")
     group.add_argument("--max-epochs", type=int, default=defaults.max_num_epochs,
                        help="most training epochs per round")
-    group.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    group.add_argument("--random-seed", dest="seed", type=int, default=0,
+                       help="seed of every random draw: the same seed gives the same result (default 0)")
     group.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                        help="run each round's simulations on this Dask cluster")
     group.add_argument("--workers", type=int, default=1,
@@ -277,6 +288,7 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sbi-tumor", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)  # commands are _Parsers too
 
     p = sub.add_parser("simulate", help="run the forward model and write density and label maps",
@@ -336,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="later T2 segmentations to compare with (volume and Dice)")
     p.add_argument("--t1-observed", nargs="+", metavar="DAY=FILE",
                    help="later T1 segmentations to compare with")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the posterior samples")
+    p.add_argument("--random-seed", dest="seed", type=int, default=0, help="seed of the posterior samples")
     p.add_argument("--out", required=True, help="output directory (written complete or not at all)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -354,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_inference_arguments(p)  # the defaults of infer: the demo shows what a user gets
     p.set_defaults(func=cmd_demo)
 
-    from .benchmark import add_benchmark_parser
+    from .benchmark.cli import add_benchmark_parser
 
     add_benchmark_parser(sub)
     return parser
@@ -363,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    for key, value in OPENMP_ENV.items():  # before torch and numba load (sbi_tumor.runtime)
+        os.environ.setdefault(key, value)
 
     def show(message, category, filename, lineno, file=None, line=None):
         # Warnings here are notes for the user (e.g. "resampled"), not for a developer.

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.distributions import Distribution
 
-from .prior import PARAMETER_NAMES
+from .config import PARAMETER_NAMES
 
 __all__ = ["COVERAGE_90_RANGE", "KS_MIN_PVALUE", "Calibration", "calibrate", "coverage_from_ranks",
            "held_out_pairs", "rank_plot", "tarp_plot"]
@@ -52,11 +52,14 @@ class Calibration:
         ks_pvalues: per parameter, KS p-value of the ranks against uniformity.
         c2st_ranks: per parameter, sbi's C2ST between the ranks and uniform ranks (0.5: uniform).
         c2st_dap: C2ST between prior draws and data-averaged posterior draws (0.5: equal).
-        coverage_50, coverage_90: per parameter, the fraction of truths inside the central 50% /
+        coverage_50: per parameter, the fraction of truths inside the central 50% /
+            90% interval of their posterior.
+        coverage_90: per parameter, the fraction of truths inside the central 50% /
             90% interval of their posterior.
         tarp_atc: TARP's area to curve (0: calibrated; < 0 over-confident, > 0 under-confident).
         tarp_ks_pvalue: TARP's KS p-value.
-        tarp_ecp, tarp_alpha: TARP's expected coverage at each credibility level, ``(bins,)``.
+        tarp_ecp: TARP's expected coverage at each credibility level, ``(bins,)``.
+        tarp_alpha: TARP's expected coverage at each credibility level, ``(bins,)``.
     """
 
     names: tuple[str, ...]
@@ -132,7 +135,7 @@ def calibrate(posterior: Any, theta: torch.Tensor, x: torch.Tensor, num_posterio
     """Run sbi's SBC and TARP for ``posterior`` on held-out pairs ``theta (N, d)``, ``x (N, ...)``.
 
     ``posterior`` is anything with sbi's ``sample_batched(shape, x=..., show_progress_bars=...)``
-    (an sbi ``DirectPosterior``, or the [`LogRatesPosterior`][sbi_tumor.inference.LogRatesPosterior]
+    (an sbi ``DirectPosterior``, or the [`LogRatesPosterior`][sbi_tumor.posteriors.LogRatesPosterior]
     view). Needs ``N >= 100`` pairs for the checks to mean something (sbi warns below that).
     """
     from sbi.diagnostics import check_sbc, check_tarp, run_sbc, run_tarp

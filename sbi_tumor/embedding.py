@@ -21,6 +21,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from .config import EMBEDDING_NAMES
+
 __all__ = ["EMBEDDINGS", "LabelMapCNN3d", "PaperMLPEmbedding", "RadialProfileEmbedding", "make_embedding"]
 
 
@@ -343,5 +345,5 @@ def make_embedding(kind: str, input_shape: Sequence[int], **kwargs) -> nn.Module
 
 
 #: The embedding nets by the name ``make_embedding``, the CLI and the benchmarks use.
-EMBEDDINGS: dict[str, type[nn.Module]] = {
-    "cnn": LabelMapCNN3d, "mlp": PaperMLPEmbedding, "radial": RadialProfileEmbedding}
+EMBEDDINGS: dict[str, type[nn.Module]] = dict(zip(EMBEDDING_NAMES, (LabelMapCNN3d, PaperMLPEmbedding,
+                                                                    RadialProfileEmbedding)))

@@ -24,114 +24,25 @@ import math
 import time
 import warnings
 from contextlib import contextmanager, nullcontext, redirect_stdout
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence, get_args
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from sbi.utils import BoxUniform
 from torch.distributions import Distribution
 
+from .config import InferenceConfig
+
 from .embedding import make_embedding
 from .identifiability import contraction
-from .prior import LogUniformBox, _LogRatesPrior, log_rates, log_rates_prior, rates
+from .posteriors import FeaturePosterior, LogRatesPosterior
+from .prior import LogUniformBox, _LogRatesPrior, log_rates_prior, rates
 from . import parallel
 
-__all__ = ["InferenceConfig", "InferenceResult", "LogRatesPosterior", "ObservedManyTimes", "parameter_pairs",
+__all__ = ["InferenceResult", "ObservedManyTimes", "parameter_pairs",
            "run_sequential_npe", "simulate_round"]
-
-Method = Literal["NPE_A", "NPE_B", "NPE_C", "TSNPE"]
-METHODS: tuple[str, ...] = get_args(Method)
-#: Training pairs per solve with TSNPE when ``augment`` is not given (``benchmarks/defaults.py``).
-DEFAULT_AUGMENT = 10
-
-
-@dataclass
-class InferenceConfig:
-    """Settings of [`run_sequential_npe`][sbi_tumor.inference.run_sequential_npe].
-
-    The defaults are the configuration that ``benchmarks/defaults.py`` measured best on human-prior
-    cases and the paper case (docs, Benchmarks): TSNPE with the radial embedding (octant
-    profiles), each solve observed with 10 threshold pairs, trained with batches of 200 at a
-    learning rate of 1e-3 and stopped after 20 epochs without improvement; 4 rounds of 250
-    solves. On the human case of that benchmark this takes about 110 s on 2 cores.
-
-    Attributes:
-        method: ``"TSNPE"`` (truncated proposals, the default), ``"NPE_B"`` (SNPE-B,
-            importance-weighted MDN), ``"NPE_A"`` or ``"NPE_C"`` (APT).
-        num_rounds: number of rounds (round 1 samples the prior).
-        num_simulations: forward simulations per round.
-        num_components: mixture components of the MDN (NPE_A is stable with 1 over rounds).
-        hidden_features: width of the MDN's hidden layers.
-        embedding: ``"radial"`` (radial label profiles around the seed, then an MLP; the default),
-            ``"cnn"`` (3D CNN on one-hot label maps) or ``"mlp"`` (the paper's network).
-        embedding_kwargs: extra arguments for the embedding net.
-        log_space: train on ``(log D, log rho, u_T1, u_T2)`` (see the module docstring); the
-            MAP is then the mode in those coordinates. ``NPE_A`` needs a log-uniform prior for it.
-        truncation_quantile: with ``TSNPE``, the posterior mass left out of each later round's
-            proposal (sbi's ``get_density_thresholder`` default, 1e-4).
-        augment: training pairs per forward solve (``TSNPE`` only); ``None`` (the default) means
-            ``DEFAULT_AUGMENT`` (10) with ``TSNPE`` and 1 otherwise. The thresholds act after
-            the solve, so each solve is observed ``augment`` times: with the thresholds it was
-            drawn with and with ``augment - 1`` more pairs drawn from the round's proposal given
-            its (D, rho), and, for a noisy observation model, fresh noise. Every pair is then
-            still a draw from the proposal, which is what TSNPE's loss needs (see
-            ``_redrawn_thresholds``). Needs a simulator with ``solve(theta)`` and
-            ``observe(density, theta)``, as [`TumorSimulator`][sbi_tumor.simulator.TumorSimulator]
-            has, and a prior whose thresholds are independent of (D, rho), as every
-            ``make_prior`` prior is. ``num_simulations`` still counts solves.
-        max_num_epochs, stop_after_epochs, training_batch_size, learning_rate: passed to ``train``.
-        num_posterior_samples: samples drawn from the final posterior for the result.
-        simulation_batch_size: parameter sets per simulator call (and per task on workers).
-        num_workers: local worker processes for the simulations; 1 (the default, fastest on the
-            2-core machine we measured: ``benchmarks/parallel.py``) simulates in this process,
-            where the numba solver uses every core.
-        client: a ``dask.distributed.Client`` or a scheduler address (``"tcp://HOST:PORT"``):
-            each round's simulations run on that cluster. Recorded by its address.
-        seed: seed of torch and numpy for the whole run (reproducible on the CPU).
-    """
-
-    method: Method = "TSNPE"
-    num_rounds: int = 4
-    num_simulations: int = 250
-    num_components: int = 5
-    hidden_features: int = 64
-    embedding: str = "radial"
-    embedding_kwargs: dict = field(default_factory=dict)
-    log_space: bool = False
-    truncation_quantile: float = 1e-4
-    augment: int | None = None
-    max_num_epochs: int = 200
-    stop_after_epochs: int = 20
-    training_batch_size: int = 200
-    learning_rate: float = 1e-3
-    num_posterior_samples: int = 2000
-    simulation_batch_size: int = 10
-    num_workers: int = 1
-    client: Any = None
-    seed: int | None = 0
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}.")
-        if self.num_rounds < 1 or self.num_simulations < 2:
-            raise ValueError("Need num_rounds >= 1 and num_simulations >= 2.")
-        if self.augment is None:
-            self.augment = DEFAULT_AUGMENT if self.method == "TSNPE" else 1
-        if not 0 < self.truncation_quantile < 1:
-            raise ValueError(f"truncation_quantile must be in (0, 1), got {self.truncation_quantile}.")
-        if self.augment < 1 or (self.augment > 1 and self.method != "TSNPE"):
-            raise ValueError(f"augment must be 1, or > 1 with method='TSNPE' (whose proposals stay valid when "
-                             f"thresholds are redrawn), got augment={self.augment} with {self.method!r}.")
-        if self.num_workers < 1:
-            raise ValueError(f"num_workers must be >= 1, got {self.num_workers}.")
-
-    def to_dict(self) -> dict:
-        """The settings as plain data: a ``Client`` is recorded by its scheduler address."""
-        client = getattr(getattr(self.client, "scheduler", None), "address", self.client)
-        return asdict(replace(self, client=None)) | {"client": client}
-
 
 @dataclass
 class InferenceResult:
@@ -142,7 +53,9 @@ class InferenceResult:
         map: maximum a posteriori estimate, ``(4,)``.
         theta_per_round: the parameters simulated in each round, list of ``(n_r, 4)``.
         training: per round, sbi's training summary (losses per epoch, epochs trained).
-        wall_time, simulation_time, training_time: seconds.
+        wall_time: seconds.
+        simulation_time: seconds.
+        training_time: seconds.
         num_simulations: forward simulations run.
         contraction: per parameter, 1 - posterior std / prior std (see
             [`sbi_tumor.identifiability`][sbi_tumor.identifiability]).
@@ -189,42 +102,6 @@ def simulate_round(simulator: Callable, theta: torch.Tensor, batch_size: int = 1
                              client=client, progress=progress, desc=desc, on_batch=on_batch)
 
 
-class LogRatesPosterior:
-    """Theta-space view of an sbi posterior trained on ``phi = (log D, log rho, u_T1, u_T2)``.
-
-    ``sample``, ``log_prob``, ``map`` and ``set_default_x`` behave as on an sbi posterior over
-    theta; the posterior over phi is ``.posterior``.
-    """
-
-    def __init__(self, posterior: Any):
-        self.posterior = posterior
-
-    @property
-    def default_x(self) -> torch.Tensor | None:
-        return self.posterior.default_x
-
-    def set_default_x(self, x: torch.Tensor) -> "LogRatesPosterior":
-        self.posterior.set_default_x(x)
-        return self
-
-    def sample(self, sample_shape=torch.Size(), x: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
-        """Samples of theta, ``(*sample_shape, 4)``."""
-        return rates(self.posterior.sample(sample_shape, x=x, **kwargs))
-
-    def sample_batched(self, sample_shape, x: torch.Tensor, **kwargs) -> torch.Tensor:
-        """Samples of theta for each of a batch of x, ``(*sample_shape, len(x), 4)`` (as sbi's)."""
-        return rates(self.posterior.sample_batched(sample_shape, x=x, **kwargs))
-
-    def log_prob(self, theta: torch.Tensor, x: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
-        """``log p(theta | x) = log p(phi | x) - log D - log rho``."""
-        theta = torch.as_tensor(theta, dtype=torch.float32)
-        return self.posterior.log_prob(log_rates(theta), x=x, **kwargs) - theta[..., :2].log().sum(-1)
-
-    def map(self, **kwargs) -> torch.Tensor:
-        """The mode in phi, mapped to theta."""
-        return rates(self.posterior.map(**kwargs))
-
-
 class CurveTracker:
     """An sbi ``Tracker`` that keeps the training curves in memory (no TensorBoard files)."""
 
@@ -268,32 +145,19 @@ def _trainer(prior: Distribution, x_o: torch.Tensor, config: InferenceConfig, pr
                tracker=CurveTracker()), embedding
 
 
-def _fixed_features(embedding: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """For an embedding with a fixed feature map in front (``features``, ``takes_features``):
-    switch it to take features and return the map, label maps -> float32 ``(N, F)``.
+def _fixed_features(embedding: torch.nn.Module) -> bool:
+    """Switch an embedding with a fixed feature map in front (``features``, ``takes_features``)
+    to take features; True if it has one.
 
     sbi then trains on features computed once per simulation instead of once per epoch (the
     map costs about 1 ms per label map, the rest of the net a fraction of that), and holds
-    ``F`` numbers per simulation instead of a float32 copy of the label map.
+    ``F`` numbers per simulation instead of a float32 copy of the label map; the result is
+    wrapped in a [`FeaturePosterior`][sbi_tumor.posteriors.FeaturePosterior], which takes label maps.
     """
     if not hasattr(embedding, "takes_features"):
-        return None
+        return False
     embedding.takes_features = True
-
-    @torch.no_grad()
-    def features(x: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-        return torch.cat([embedding.features(c) for c in torch.split(x, chunk)])  # uint8 maps as they are
-
-    return features
-
-
-def _on_label_maps(posterior: Any, x_shape: torch.Size) -> Any:
-    """The posterior trained on fixed features, made to take label maps ``x_shape`` again: its
-    embedding computes the features itself (sbi 0.27 checks x against ``_condition_shape``)."""
-    estimator = posterior.posterior_estimator
-    estimator.embedding_net.takes_features = False
-    estimator._condition_shape = torch.Size(x_shape)
-    return posterior
+    return True
 
 
 def _standardizing(builder: Callable, embedding: torch.nn.Module) -> Callable:
@@ -329,7 +193,7 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
 
     Returns:
         ``(posterior, result)``: an sbi ``DirectPosterior`` with ``default_x = x_o`` (with
-        ``log_space``, its [`LogRatesPosterior`][sbi_tumor.inference.LogRatesPosterior] view) and an
+        ``log_space``, its [`LogRatesPosterior`][sbi_tumor.posteriors.LogRatesPosterior] view) and an
         [`InferenceResult`][sbi_tumor.inference.InferenceResult].
     """
     config = config or InferenceConfig()
@@ -357,10 +221,12 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
                              "use make_prior(..., log_uniform=True), or method 'NPE_B', 'NPE_C' or 'TSNPE'.")
     to_theta = rates if config.log_space else (lambda theta: theta)
     trainer, embedding = _trainer(prior, x_o, config, progress)
-    features = _fixed_features(embedding)  # None: sbi trains on the label maps themselves
+    # With fixed features, sbi trains on them; otherwise on the label maps themselves.
+    features = FeaturePosterior(None, embedding).features if _fixed_features(embedding) else None
     x_train_o = x_o if features is None else features(x_o)
     truncated = config.method == "TSNPE"
     proposal: Any = prior
+    region = None  # TSNPE: the indicator of the truncated region, after round 1
     posterior = None
     thetas, training = [], []
     t_sim = t_train = 0.0
@@ -376,7 +242,7 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
         theta = theta.reshape(config.num_simulations, -1).to(torch.float32)
         if config.augment > 1:  # (N, 2 + 2 augment): D, rho, then the threshold pairs
             with _quiet(progress):
-                more = _redrawn_thresholds(proposal, prior, theta, config.augment - 1)
+                more = _redrawn_thresholds(region, prior, theta, config.augment - 1)
             theta = torch.cat([theta, more.flatten(1)], dim=1)
         t0 = time.perf_counter()
         x = torch.from_numpy(simulate(r, to_theta(theta)))
@@ -401,13 +267,16 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
                           learning_rate=config.learning_rate, **extra)
             posterior = trainer.build_posterior()  # no argument: passing the net breaks round 2
             posterior.set_default_x(x_train_o)
-            proposal = _truncated_prior(prior, posterior, config.truncation_quantile) if truncated else posterior
+            if truncated:
+                proposal, region = _truncated_prior(prior, posterior, config.truncation_quantile)
+            else:
+                proposal = posterior
         t_train += time.perf_counter() - t0
         thetas.append(to_theta(theta[:, :4]))
-        training.append(_round_summary(trainer._summary, r + 1, training))
+        training.append(_round_summary(trainer.summary, r + 1, training))
 
     if features is not None:
-        posterior = _on_label_maps(posterior, x_o.shape[1:])
+        posterior = FeaturePosterior(posterior, embedding)
     with _explained_failures(config.method, config.num_rounds), _quiet(progress):
         samples = posterior.sample((config.num_posterior_samples,), x=x_o, show_progress_bars=False)
         posterior.set_default_x(x_o)  # sbi 0.27's map() no longer takes x
@@ -445,12 +314,13 @@ def parameter_pairs(theta: torch.Tensor) -> torch.Tensor:
     return torch.cat([rates_, theta[:, 2:].reshape(n, k, 2)], dim=2).reshape(n * k, 4)
 
 
-def _redrawn_thresholds(proposal: Distribution, prior: Distribution, theta: torch.Tensor, k: int,
+def _redrawn_thresholds(inside: Callable | None, prior: Distribution, theta: torch.Tensor, k: int,
                         candidates: int = 64, tries: int = 20) -> torch.Tensor:
     """``k`` more threshold pairs per row of ``theta (N, 4)``, each drawn from the proposal's
     conditional given the row's (D, rho); ``(N, k, 2)``.
 
-    The proposal is the prior or the prior restricted to a region (TSNPE). With thresholds
+    The proposal is the prior (``inside`` None) or the prior restricted to the region where
+    ``inside(theta)`` is true (TSNPE). With thresholds
     independent of (D, rho) in the prior, that conditional is the prior's thresholds restricted
     to the region's slice at (D, rho): draw candidates from the prior and keep those inside.
     Replacing a row's thresholds by such a draw leaves the pair's distribution the proposal
@@ -462,7 +332,6 @@ def _redrawn_thresholds(proposal: Distribution, prior: Distribution, theta: torc
         raise ValueError("augment needs a prior whose thresholds are independent of (D, rho), such as "
                          f"make_prior(...) returns; got {type(prior).__name__}.")
     n = len(theta)
-    inside = getattr(proposal, "_accept_reject_fn", None)  # None: the proposal is the prior
     found: list[torch.Tensor] = [theta.new_empty(0, 2)] * n
     for _ in range(tries):
         draws = prior.sample((n * candidates,))[:, 2:].reshape(n, candidates, 2).to(theta.dtype)
@@ -483,8 +352,9 @@ def _redrawn_thresholds(proposal: Distribution, prior: Distribution, theta: torc
     return torch.stack(out)
 
 
-def _truncated_prior(prior: Distribution, posterior: Any, quantile: float) -> Distribution:
-    """The prior restricted to the posterior's highest-density region of mass ``1 - quantile``."""
+def _truncated_prior(prior: Distribution, posterior: Any, quantile: float) -> tuple[Distribution, Callable]:
+    """The prior restricted to the posterior's highest-density region of mass ``1 - quantile``,
+    and the region's indicator ``theta (N, 4) -> bool (N,)``."""
     from sbi.utils import RestrictedPrior, get_density_thresholder
 
     class Quiet:  # get_density_thresholder calls sample() without show_progress_bars
@@ -492,7 +362,7 @@ def _truncated_prior(prior: Distribution, posterior: Any, quantile: float) -> Di
         log_prob = staticmethod(posterior.log_prob)
 
     inside = get_density_thresholder(Quiet(), quantile=quantile, num_samples_to_estimate_support=100_000)
-    return RestrictedPrior(prior, inside, posterior=posterior, sample_with="rejection")
+    return RestrictedPrior(prior, inside, posterior=posterior, sample_with="rejection"), inside
 
 
 def _sample_truncated(proposal: Any, n: int) -> torch.Tensor:

@@ -37,13 +37,18 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Literal, Optional, Union
+from typing import TYPE_CHECKING, Literal, Optional, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["BernoulliLikelihood", "DEFAULT_SLOPES"]
+from .observation import encode_masks
+
+if TYPE_CHECKING:
+    from .simulator import TumorSimulator
+
+__all__ = ["BernoulliLikelihood", "DEFAULT_SLOPES", "MaskCodeSimulator"]
 
 Array = Union[np.ndarray, Tensor]
 Form = Literal["logistic", "reference", "symmetric"]
@@ -167,7 +172,8 @@ class BernoulliLikelihood:
 
         Args:
             u: Densities ``(*batch, nx, ny, nz)``.
-            u_t1, u_t2: Thresholds, scalar or shape ``batch``.
+            u_t1: Thresholds, scalar or shape ``batch``.
+            u_t2: Thresholds, scalar or shape ``batch``.
             generator: ``numpy.random.Generator`` or seed (numpy ``u``), ``torch.Generator``
                 (tensor ``u``); ``None`` uses fresh entropy / the global torch RNG.
 
@@ -214,3 +220,33 @@ def _to_like(value: Union[float, Array], like: Tensor) -> Tensor:
     """``value`` as a tensor with ``like``'s dtype and device."""
     t = value if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value, dtype=np.float64))
     return t.to(dtype=like.dtype, device=like.device)
+
+
+class MaskCodeSimulator:
+    """NPE simulator of the matched problem: segmentations drawn from the Bernoulli likelihood.
+
+    ``theta (B, 4) -> x (B, 1, nx, ny, nz)`` float32 with the voxel code ``T2 + 2 T1``.
+
+    Args:
+        simulator: The forward model (its observation day is used).
+        likelihood: The likelihood the masks are drawn from.
+        seed: Seed of the mask draws.
+    """
+
+    def __init__(self, simulator: TumorSimulator, likelihood: BernoulliLikelihood, seed: int):
+        self.simulator = simulator
+        self.likelihood = likelihood
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, theta: torch.Tensor) -> torch.Tensor:
+        return self.observe(self.solve(theta), theta)
+
+    def solve(self, theta) -> np.ndarray:
+        """Density at the observation day, float32 ``(B, nx, ny, nz)``."""
+        return self.simulator.solve(theta)
+
+    def observe(self, density: np.ndarray, theta) -> torch.Tensor:
+        """Mask codes drawn from the likelihood of ``density`` with theta's thresholds."""
+        theta = np.asarray(torch.as_tensor(theta).detach().cpu(), dtype=np.float64).reshape(-1, 4)
+        t1, t2 = self.likelihood.sample_masks(density, theta[:, 2], theta[:, 3], generator=self.rng)
+        return torch.from_numpy(encode_masks(t1, t2)[:, None]).to(torch.float32)

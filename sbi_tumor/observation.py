@@ -96,3 +96,8 @@ def threshold_interval(u: np.ndarray, mask: np.ndarray, low: float = 0.0,
     wrong = _wrong_voxels(inside, outside, candidates)
     best = candidates[wrong == wrong.min()]
     return float(best.min()), float(best.max()), int(wrong.min())
+
+
+def encode_masks(t1: np.ndarray, t2: np.ndarray) -> np.ndarray:
+    """Lossless voxel code ``T2 + 2 T1`` (uint8, 0-3) of two binary masks."""
+    return (np.asarray(t2, dtype=np.uint8) + 2 * np.asarray(t1, dtype=np.uint8)).astype(np.uint8)

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import numpy as np
 import torch
 
+from .runtime import OPENMP_ENV, set_threads
+
 if TYPE_CHECKING:
     from distributed import Client
 
@@ -33,9 +35,9 @@ __all__ = ["SimulationError", "simulate"]
 
 OnBatch = Callable[[int, torch.Tensor, np.ndarray], None]
 
-# Environment of worker processes: passive OpenMP waiting (see sbi_tumor/__init__.py) must be set
+# Environment of worker processes: passive OpenMP waiting (see sbi_tumor.runtime) must be set
 # before their torch or numba load.
-WORKER_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+WORKER_ENV = OPENMP_ENV
 
 
 class SimulationError(RuntimeError):
@@ -197,11 +199,9 @@ _worker_simulator: Callable | None = None
 def _init_worker(simulator: Callable, threads: int) -> None:
     """Keep the simulator in the worker process; share the cores among the workers."""
     global _worker_simulator
-    import numba
 
     _worker_simulator = simulator
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    torch.set_num_threads(threads)
+    set_threads(threads)
 
 
 def _worker_batch(theta: np.ndarray) -> np.ndarray:

@@ -1,31 +1,25 @@
-"""Figures of an inference run and a prediction (matplotlib, Agg backend: no display needed).
+"""Figures of the core: posterior pair plots and label-map slices over the anatomy.
 
 Each function returns a ``matplotlib.figure.Figure``; [`save_figure`][sbi_tumor.plots.save_figure] writes and closes it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import Mapping, Sequence
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only: works on servers without a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from .anatomy import Anatomy
+from .config import PARAMETER_LABELS, PARAMETER_NAMES
 
-from .anatomy import Anatomy  # noqa: E402
-from .prior import PARAMETER_LABELS, PARAMETER_NAMES  # noqa: E402
-
-if TYPE_CHECKING:
-    from .prediction import Prediction
-
-__all__ = ["pair_plot", "ppc_figure", "volume_plot", "slice_figure", "save_figure"]
+__all__ = ["LABEL_CMAP", "pair_plot", "slice_figure", "save_figure"]
 
 _POINT_COLOURS = ("tab:red", "tab:green", "tab:orange")
-# Label-map overlay: transparent healthy, yellow T2 only, red T1 core.
-_LABEL_CMAP = ListedColormap([(0, 0, 0, 0), (1.0, 0.85, 0.0, 0.55), (0.9, 0.1, 0.1, 0.7)])
+#: Colours of label maps drawn over the anatomy: transparent healthy, yellow T2 only, red T1 core.
+LABEL_CMAP = ListedColormap([(0, 0, 0, 0), (1.0, 0.85, 0.0, 0.55), (0.9, 0.1, 0.1, 0.7)])
 
 
 def pair_plot(samples: np.ndarray, limits: tuple[Sequence[float], Sequence[float]] | None,
@@ -53,34 +47,6 @@ def pair_plot(samples: np.ndarray, limits: tuple[Sequence[float], Sequence[float
     return fig
 
 
-def volume_plot(prediction: "Prediction", fitted: tuple[float, float, float] | None = None) -> Figure:
-    """Tumour volumes (mL) over days: posterior mean with 1 and 2 std bands, the MAP, the fitted
-    segmentation's volumes ``fitted = (day, T1 mm^3, T2 mm^3)`` and any later observed volumes."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for region, colour in (("T2", "tab:orange"), ("T1", "tab:red")):
-        curves = prediction.curves[region] / 1e3
-        mean, std = curves.mean(0), curves.std(0)
-        days = prediction.curve_days
-        ax.fill_between(days, mean - 2 * std, mean + 2 * std, color=colour, alpha=0.15, lw=0)
-        ax.fill_between(days, mean - std, mean + std, color=colour, alpha=0.3, lw=0,
-                        label=f"{region}: posterior mean ± 1, 2 std")
-        ax.plot(days, prediction.map_curves[region] / 1e3, color=colour, lw=2, label=f"{region}: MAP")
-        observed = [(d, v[f"{region}_observed_mm3"] / 1e3) for d, v in prediction.observed.items()
-                    if f"{region}_observed_mm3" in v]
-        if observed:
-            ax.plot(*zip(*observed), "s", color=colour, mec="k", ms=8, label=f"{region}: observed later")
-        if fitted is not None:
-            ax.plot(fitted[0], fitted[1 if region == "T1" else 2] / 1e3, "o", color=colour, mec="k",
-                    ms=8, label=f"{region}: fitted segmentation")
-    ax.set_xlabel("days after the initial condition")
-    ax.set_ylabel("volume [mL]")
-    ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8, frameon=False)
-    ax.set_title(f"Tumour volume: MAP and {len(prediction.samples)} posterior samples")
-    fig.tight_layout()
-    return fig
-
-
 def slice_figure(anatomy: Anatomy, panels: Sequence[tuple[str, np.ndarray, np.ndarray | None]],
                  centre: Sequence[int] | None = None) -> Figure:
     """Label maps over the atlas: one row per panel, axial/coronal/sagittal slices.
@@ -104,11 +70,11 @@ def slice_figure(anatomy: Anatomy, panels: Sequence[tuple[str, np.ndarray, np.nd
             index = [slice(None)] * 3
             index[axis] = int(centre[axis])
 
-            def cut(a: np.ndarray) -> np.ndarray:
-                return a[tuple(index)].T  # rows: the second remaining axis, shown bottom-up
+            def cut(a: np.ndarray, index: tuple = tuple(index)) -> np.ndarray:
+                return a[index].T  # rows: the second remaining axis, shown bottom-up
 
             ax.imshow(cut(background), cmap="gray", origin="lower", vmin=0, vmax=1)
-            ax.imshow(cut(labels), cmap=_LABEL_CMAP, origin="lower", vmin=0, vmax=2,
+            ax.imshow(cut(labels), cmap=LABEL_CMAP, origin="lower", vmin=0, vmax=2,
                       interpolation="nearest")
             if contours is not None:
                 for level, colour in ((0.5, "yellow"), (1.5, "red")):
@@ -117,24 +83,6 @@ def slice_figure(anatomy: Anatomy, panels: Sequence[tuple[str, np.ndarray, np.nd
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(f"{title}\n{view}" if col == 0 else view, fontsize=9, loc="left")
-    fig.tight_layout()
-    return fig
-
-
-def ppc_figure(check: Mapping) -> Figure:
-    """The posterior predictive check of a run (``workflow.posterior_predictive_check``): per
-    region, the Dice of the draws against the observation and their volumes against the observed."""
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for region, colour in (("T2", "tab:orange"), ("T1", "tab:red")):
-        c = check[region]
-        axes[0].hist(c["dice"], bins=20, range=(0, 1), color=colour, alpha=0.6, label=region)
-        axes[1].hist(c["volume_ml"], bins=20, color=colour, alpha=0.6, label=f"{region}: posterior draws")
-        axes[1].axvline(c["observed_volume_ml"], color=colour, lw=2, ls="--", label=f"{region}: observed")
-    axes[0].set(xlabel="Dice against the observed segmentation", ylabel="posterior draws")
-    axes[1].set(xlabel="volume [mL]", ylabel="posterior draws")
-    for ax in axes:
-        ax.legend(fontsize=8, frameon=False)
-    fig.suptitle(f"Posterior predictive check: {check['num_draws']} draws at day {check['day']:g}")
     fig.tight_layout()
     return fig
 

@@ -14,87 +14,31 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from sbi.utils import BoxUniform
 from torch import Tensor
 from torch.distributions import Distribution, constraints
 
+from .config import PARAMETER_NAMES, PRESETS
+
 __all__ = [
-    "PARAMETER_LABELS",
-    "PARAMETER_NAMES",
-    "PRESETS",
     "LogUniformBox",
-    "PriorPreset",
     "log_rates",
     "log_rates_prior",
     "make_prior",
     "rates",
 ]
 
-PARAMETER_NAMES: tuple[str, ...] = ("D", "rho", "u_T1", "u_T2")
-PARAMETER_LABELS: tuple[str, ...] = (
-    r"$D$ [mm$^2$/day]",
-    r"$\rho$ [1/day]",
-    r"$u_{T1}$ [-]",
-    r"$u_{T2}$ [-]",
-)
-
 # Index of each parameter in theta, so checks read by name rather than number.
 _D, _RHO, _UT1, _UT2 = range(4)
-
-
-@dataclass(frozen=True)
-class PriorPreset:
-    """Named box of parameter bounds, in the order of ``PARAMETER_NAMES``.
-
-    Attributes:
-        name: Key of the preset in ``PRESETS``.
-        low: Lower bounds ``(D, rho, u_T1, u_T2)`` in (mm^2/day, 1/day, -, -).
-        high: Upper bounds, same order and units.
-        truth: Ground-truth parameters of a synthetic experiment, if any.
-        day: Day at which the observed label map is taken, if any.
-        validation_day: Later day used to validate predictions, if any.
-        description: Where the ranges come from.
-    """
-
-    name: str
-    low: tuple[float, float, float, float]
-    high: tuple[float, float, float, float]
-    truth: tuple[float, float, float, float] | None = None
-    day: float | None = None
-    validation_day: float | None = None
-    description: str = ""
-
-
-PRESETS: dict[str, PriorPreset] = {
-    "human": PriorPreset(
-        name="human",
-        low=(0.02, 0.002, 0.5, 0.05),
-        high=(1.5, 0.2, 0.85, 0.5),
-        description="Glioma ranges of Lipkova et al. (2019) for human patients.",
-    ),
-    "paper": PriorPreset(
-        name="paper",
-        low=(0.2, 0.1, 0.5, 0.05),
-        high=(4.0, 1.2, 0.85, 0.5),
-        truth=(2.0, 0.6, 0.7, 0.25),
-        day=9.0,
-        validation_day=11.0,
-        description=(
-            "Rat experiment of Ezhov/Lipkova made dimensionless on the human atlas: "
-            "lengths are 10x larger, so D is scaled by 100."
-        ),
-    ),
-}
 
 
 class LogUniformBox(Distribution):
     r"""Product of independent uniform and log-uniform marginals on a box.
 
     Dimension ``i`` is log-uniform on ``[low_i, high_i]`` (density
-    :math:`1 / (x \log(high_i / low_i))`) if ``log_dims[i]`` and uniform otherwise.
+    \(1 / (x \log(high_i / low_i))\)) if ``log_dims[i]`` and uniform otherwise.
     Bounded ``support`` lets ``sbi`` map it to an unconstrained space for MCMC.
 
     Args:

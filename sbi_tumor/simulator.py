@@ -5,8 +5,8 @@ float32 label maps (0 healthy, 1 T2 only, 2 T1 core) on a fixed region of intere
 the tumour, at the observation day.
 
 Two backends solve the same scheme: ``"numba"`` ([`FKSolver`][sbi_tumor.solver.FKSolver], one
-parameter set at a time over all CPU cores) and ``"torch"`` (:class:`~sbi_tumor.torch_solver.
-TorchFKSolver`, the whole batch at once). ``"auto"`` takes torch on a GPU and numba otherwise:
+parameter set at a time over all CPU cores) and ``"torch"`` ([`TorchFKSolver`][sbi_tumor.torch_solver.TorchFKSolver],
+the whole batch at once). ``"auto"`` takes torch on a GPU and numba otherwise:
 on the CPU, numba is 2.5-3.5x faster per simulation (``benchmarks/batch.py``).
 
 The forward model runs on the whole anatomy (or a ``domain_mm`` cube of it), where the only walls
@@ -28,7 +28,8 @@ import torch
 
 from .anatomy import Anatomy
 from .observation import check_thresholds, label_map
-from .solver import SEED_SIGMA_MM, FKSolver, SolverConfig, seed_density
+from .config import SEED_SIGMA_MM
+from .solver import FKSolver, SolverConfig, seed_density
 from .torch_solver import TorchFKSolver
 
 Backend = Literal["auto", "numba", "torch"]
@@ -93,7 +94,7 @@ class TumorSimulator:
             simulator sent to GPU workers uses their GPUs.
         device: torch device of the torch backend (default: CUDA when available, else CPU).
 
-    Example:
+    Examples:
         >>> sim = TumorSimulator(load_mni152(2.0), seed_mm=(-30, 20, 30), day=9.0)
         >>> x = sim(torch.tensor([[2.0, 0.6, 0.7, 0.25]]))  # (1, 1, nx, ny, nz)
     """

@@ -39,6 +39,7 @@ import numba
 import numpy as np
 
 from .anatomy import Anatomy, AnatomyError
+from .config import SEED_SIGMA_MM
 
 __all__ = ["SEED_SIGMA_MM", "SolverConfig", "Stencil", "FKSolver", "seed_density", "reference_step", "stable_step"]
 
@@ -110,13 +111,6 @@ def stable_step(stencil: Stencil, d_white: float, rho: float, config: SolverConf
     if d_white > 0 and stencil.max_coupling > 0:
         limits.append(config.safety / (d_white * stencil.max_coupling))
     return min(limits)
-
-
-#: Width (standard deviation, mm) of the default seed tumour. TumorGrowthToolkit, the reference
-#: numpy solver of the Fisher-Kolmogorov glioma model, seeds a Gaussian of variance 10 mm^2
-#: (sigma 3.2 mm, peak 0.89); Learn-Morph-Infer/GliODIL use sigma 3.9-5.5 mm. A sigma of 3 mm
-#: with peak 1 is of that size and is resolved on the 2 mm grid that inference runs on.
-SEED_SIGMA_MM = 3.0
 
 
 def seed_density(anatomy: Anatomy, seed_mm: Sequence[float], sigma_mm: float = SEED_SIGMA_MM,
@@ -256,7 +250,7 @@ def _initial_box(u: np.ndarray, tol: float) -> np.ndarray:
 class FKSolver:
     """Fisher-Kolmogorov solver on one anatomy.
 
-    Example:
+    Examples:
         >>> solver = FKSolver(load_mni152(2.0))
         >>> u0 = seed_density(solver.anatomy, [-30, 20, 30])
         >>> u = solver.solve(d_white=0.13, rho=0.025, u0=u0, times=[100, 300])  # (2, nx, ny, nz)

@@ -45,7 +45,7 @@ class TorchFKSolver:
             is ignored).
         device: torch device; ``"cuda"`` when available, else ``"cpu"``.
 
-    Example:
+    Examples:
         >>> solver = TorchFKSolver(load_mni152(2.0))
         >>> u0 = seed_density(solver.anatomy, [-30, 20, 30])
         >>> u = solver.solve([2.0, 1.0], [0.6, 0.3], u0, times=[3, 9])  # (2, 2, nx, ny, nz)

@@ -1,7 +1,14 @@
-import numpy as np
-import pytest
+import os
 
-from sbi_tumor.anatomy import Anatomy
+from sbi_tumor.runtime import OPENMP_ENV  # before numpy, torch and numba load (see that module)
+
+for _key, _value in OPENMP_ENV.items():
+    os.environ.setdefault(_key, _value)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from sbi_tumor.anatomy import Anatomy  # noqa: E402
 
 
 def phantom(shape, spacing=1.0, wm=1.0, gm=0.0, csf_mask=None) -> Anatomy:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from sbi.utils import BoxUniform
 
-from sbi_tumor.baselines import TMCMCResult, tmcmc
+from sbi_tumor.tmcmc import TMCMCResult, tmcmc
 
 
 def gaussian_log_likelihood(mean: np.ndarray, cov: np.ndarray):

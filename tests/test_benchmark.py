@@ -3,8 +3,11 @@ import json
 import numpy as np
 import pytest
 
-from sbi_tumor import benchmark
-from sbi_tumor.benchmark import BenchmarkConfig, encode_masks, markdown_table, posterior_metrics
+from sbi_tumor.benchmark import cli, report, runners
+from sbi_tumor.benchmark.report import markdown_table
+from sbi_tumor.benchmark.config import BenchmarkConfig
+from sbi_tumor.metrics import posterior_metrics
+from sbi_tumor.observation import encode_masks
 from sbi_tumor.observation import dice
 
 
@@ -56,20 +59,20 @@ def test_parser_registers_npe_vs_mcmc():
     import shlex
 
     parser = argparse.ArgumentParser()
-    benchmark.add_benchmark_parser(parser.add_subparsers(dest="command"))
+    cli.add_benchmark_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["benchmark", "npe-vs-mcmc", "--budgets", "500", "1000", "--out", "x"])
-    config = benchmark.config_from_args(args)
+    config = cli.config_from_args(args)
     assert config.budgets == (500, 1000) and config.embedding == "radial" and config.npe_method == "TSNPE"
-    assert benchmark.command_line(args).startswith("sbi-tumor benchmark npe-vs-mcmc --case paper --budgets 500 1000")
+    assert cli.command_line(args).startswith("sbi-tumor benchmark npe-vs-mcmc --case paper --budgets 500 1000")
     args = parser.parse_args(["benchmark", "npe-vs-mcmc", "--method", "TSNPE", "--augment", "10",
                               "--embedding", "radial",
                               "--embedding-kwargs", '{"octants": true}', "--log-space", "--out", "x"])
-    config = benchmark.config_from_args(args)
+    config = cli.config_from_args(args)
     assert config.npe_method == "TSNPE" and config.embedding == "radial" and config.npe_log_space
     assert config.npe_augment == 10
     assert config.embedding_kwargs == {"octants": True}
-    command = benchmark.command_line(args)
-    assert command.endswith("""--embedding-kwargs '{"octants": true}' --log-space --seed 0 --out x""")
+    command = cli.command_line(args)
+    assert command.endswith("""--embedding-kwargs '{"octants": true}' --log-space --random-seed 0 --out x""")
     assert "--method TSNPE --augment 10 --embedding radial" in command
     assert parser.parse_args(shlex.split(command)[1:]) == args  # the recorded command reproduces the run
 
@@ -88,7 +91,7 @@ def test_quick_benchmark_writes_results(tmp_path, monkeypatch):
 
     monkeypatch.setattr(TumorSimulator, "density", counting_density)
     out = tmp_path / "bench"
-    assert benchmark.main(["--quick", "--seed", "1", "--out", str(out)]) == 0
+    assert cli.main(["--quick", "--random-seed", "1", "--out", str(out)]) == 0
 
     results = json.loads((out / "results.json").read_text())
     assert {"config", "case", "reference", "runs", "target", "command", "total_wall_time_s"} <= set(results)
@@ -130,10 +133,10 @@ def test_markdown_table_marks_target():
 def test_target_is_not_met_when_both_runs_are_told_apart_from_the_reference():
     config = BenchmarkConfig.quick()
     runs = [{"method": "NPE", "budget": 120, "c2st": 0.995}, {"method": "TMCMC", "budget": 480, "c2st": 1.0}]
-    target = benchmark._target(runs, config)
+    target = runners._target(runs, config)
     assert target["met"] is False and target["both_distinguishable"] is True
     runs[0]["c2st"] = 0.80
-    assert benchmark._target(runs, config)["met"] is True
+    assert runners._target(runs, config)["met"] is True
 
 
 def test_seeds_summary_counts_met_seeds():
@@ -142,10 +145,10 @@ def test_seeds_summary_counts_met_seeds():
                                                    {"method": "TMCMC", "budget": 10000, "c2st": mcmc}],
                 "target": {"met": npe <= mcmc}}
 
-    summary = benchmark.seeds_summary([seed_results(0, 0.6, 0.7), seed_results(1, 0.9, 0.8),
+    summary = report.seeds_summary([seed_results(0, 0.6, 0.7), seed_results(1, 0.9, 0.8),
                                        seed_results(2, 0.65, 0.7)])
     assert summary["c2st"]["NPE 1000"]["mean"] == pytest.approx(0.7166667, rel=1e-6)
     assert summary["target"] == {"met_per_seed": [True, False, True], "met": 2, "of": 3, "required": 3}
-    table = benchmark.seeds_table(summary)
+    table = report.seeds_table(summary)
     assert "| NPE 1000 | 0.600 | 0.900 | 0.650 | 0.717 ± 0.131 |" in table
     assert "on 3 of 3 seeds: not met (2 of 3; seed 0: met, seed 1: missed, seed 2: met)" in table

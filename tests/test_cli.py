@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 
 from sbi_tumor.cli import main
-from sbi_tumor.io import SimulationStore, save_nifti
-from sbi_tumor.workflow import load_run, make_synthetic_patient
+from sbi_tumor.io import save_nifti
+from sbi_tumor.patient.store import SimulationStore
+from sbi_tumor.patient.synthetic import make_synthetic_patient
+from sbi_tumor.patient.run import load_run
 from tiny_patient import SCAN_DAYS, SEED_MM, tiny_anatomy, write_anatomy
 
 # --log-space: the CLI tests also cover the theta-space wrapper of a posterior trained on log rates.

@@ -1,7 +1,6 @@
 """Calibration checks: a calibrated posterior passes, an over-confident one is flagged."""
 
 import numpy as np
-import pytest
 import torch
 
 from sbi_tumor.diagnostics import calibrate, coverage_from_ranks, held_out_pairs

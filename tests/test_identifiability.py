@@ -6,7 +6,8 @@ import torch
 
 from sbi_tumor.identifiability import (WEAK_CONTRACTION, contraction, derived, front_speed, infiltration_length,
                                        weakly_determined)
-from sbi_tumor.prior import PARAMETER_NAMES, make_prior
+from sbi_tumor.config import PARAMETER_NAMES
+from sbi_tumor.prior import make_prior
 
 
 def test_identifiable_combinations():

@@ -4,8 +4,10 @@ import torch
 from sbi.utils import BoxUniform
 from scipy.stats import chi2
 
-from sbi_tumor.inference import (InferenceConfig, _explained_failures, _redrawn_thresholds, _sample_truncated,
-                                 _truncated_prior, load_posterior, run_sequential_npe, save_result)
+from sbi_tumor.config import InferenceConfig
+
+from sbi_tumor.posteriors import FeaturePosterior
+from sbi_tumor.inference import _explained_failures, _redrawn_thresholds, _sample_truncated, _truncated_prior, load_posterior, run_sequential_npe, save_result
 from sbi_tumor.prior import make_prior
 from sbi_tumor.simulator import TumorSimulator
 from conftest import phantom
@@ -72,7 +74,7 @@ def ball_proposal():
     """The unit-box prior truncated to the 90% region of a Gaussian posterior: a 4-ball in z-scores."""
     torch.manual_seed(0)
     prior = BoxUniform(torch.zeros(4), torch.ones(4))
-    return prior, _truncated_prior(prior, GaussianPosterior(MEAN, STD), quantile=0.1)
+    return (prior, *_truncated_prior(prior, GaussianPosterior(MEAN, STD), quantile=0.1))
 
 
 def assert_uniform_on_the_ball(theta):
@@ -84,7 +86,7 @@ def assert_uniform_on_the_ball(theta):
 
 
 def test_truncated_prior_is_the_prior_on_the_highest_density_region():
-    _, proposal = ball_proposal()
+    _, proposal, _ = ball_proposal()
     theta = proposal.sample((4000,), show_progress_bars=False, print_rejected_frac=False)
     assert_uniform_on_the_ball(theta)
     assert torch.allclose(theta.mean(0), MEAN, atol=0.01)
@@ -94,22 +96,22 @@ def test_a_small_truncated_region_is_sampled_without_sbi_notes(capsys, caplog):
     torch.manual_seed(0)
     prior = BoxUniform(torch.zeros(4), torch.ones(4))
     narrow = GaussianPosterior(torch.full((4,), 0.5), torch.full((4,), 0.01))  # ~1e-6 of the prior
-    theta = _sample_truncated(_truncated_prior(prior, narrow, quantile=1e-4), 20)
+    theta = _sample_truncated(_truncated_prior(prior, narrow, quantile=1e-4)[0], 20)
     assert theta.shape == (20, 4) and ((theta - 0.5).abs() < 0.1).all()
     assert capsys.readouterr().out == "" and not caplog.records
 
 
 def test_redrawn_thresholds_keep_the_pairs_distributed_as_the_truncated_prior():
-    prior, proposal = ball_proposal()
+    prior, proposal, inside = ball_proposal()
     theta = proposal.sample((1000,), show_progress_bars=False, print_rejected_frac=False)
-    more = _redrawn_thresholds(proposal, prior, theta, k=4)
+    more = _redrawn_thresholds(inside, prior, theta, k=4)
     assert more.shape == (1000, 4, 2)
     pairs = torch.cat([theta[:, None, :2].expand(1000, 4, 2), more], dim=2).reshape(-1, 4)
     # still uniform on the 4-ball, as the proposal's own draws are (see the test above); thresholds
     # drawn from the prior would leave it, and ones drawn near the centre would give more than 1/4
     assert_uniform_on_the_ball(pairs)
     # from the prior itself (round 1), the extra pairs are the prior's thresholds
-    flat = _redrawn_thresholds(prior, prior, theta[:500], k=4).reshape(-1, 2)
+    flat = _redrawn_thresholds(None, prior, theta[:500], k=4).reshape(-1, 2)
     assert torch.allclose(flat.mean(0), torch.tensor([0.5, 0.5]), atol=0.02)
 
 
@@ -141,7 +143,7 @@ def test_radial_features_are_z_scored_on_the_first_round(problem, method):
     config = quick(method, num_rounds=1, num_simulations=60, max_num_epochs=2, embedding="radial",
                    embedding_kwargs={})
     posterior, _ = run_sequential_npe(sim, prior, x_o, config, progress=False)
-    embedding = posterior.posterior_estimator.embedding_net
+    embedding = posterior.posterior.posterior_estimator.embedding_net
     features = embedding.features(sim(prior.sample((60,))))
     # fitted to the first round's maps: the profile's boundary shells move, empty shells do not
     assert 1e-3 < float(embedding.feature_std.max()) < 1.0 and float(embedding.feature_std.min()) == pytest.approx(1e-3)
@@ -164,8 +166,8 @@ def test_radial_nets_train_on_features_computed_once_and_the_posterior_takes_lab
     # each simulation once (training 5+ epochs on label maps would pass 600+ maps in batches of 50);
     # single maps are x_o, embedded by sbi at every sample/log_prob/MAP step
     assert sum(n for n in featurized if n > 1) == 120, featurized
-    estimator = posterior.posterior_estimator
-    assert not estimator.embedding_net.takes_features and estimator.condition_shape == x_o.shape[1:]
+    # sbi's posterior keeps taking features; the package's view of it takes label maps
+    assert isinstance(posterior, FeaturePosterior) and posterior.posterior.posterior_estimator.embedding_net.takes_features
     theta = result.samples[:20]
     log_p = posterior.log_prob(theta, x=x_o)
     assert torch.isfinite(log_p).all()
@@ -240,7 +242,7 @@ def test_log_space_trains_on_log_rates_and_returns_theta(problem, tmp_path):
 def test_defaults_are_defined_once_and_resolve_augment_by_method():
     """The CLI's inference options default to InferenceConfig()'s, the benchmarked configuration."""
     from sbi_tumor.cli import build_parser
-    from sbi_tumor.inference import DEFAULT_AUGMENT
+    from sbi_tumor.config import DEFAULT_AUGMENT
 
     config = InferenceConfig()
     assert (config.method, config.embedding, config.augment) == ("TSNPE", "radial", DEFAULT_AUGMENT)

@@ -12,20 +12,9 @@ import pytest
 import torch
 
 from sbi_tumor.anatomy import Anatomy
-from sbi_tumor.io import (
-    InputError,
-    SimulationStore,
-    StoreError,
-    adc_to_density,
-    atomic_output_dir,
-    check_day,
-    load_adc,
-    load_label_map,
-    load_mask,
-    load_segmentations,
-    save_nifti,
-    to_anatomy_grid,
-)
+from sbi_tumor.io import atomic_output_dir, save_nifti
+from sbi_tumor.patient.inputs import InputError, adc_to_density, check_day, load_adc, load_label_map, load_mask, load_segmentations, to_anatomy_grid
+from sbi_tumor.patient.store import SimulationStore, StoreError
 
 SHAPE = (8, 9, 10)
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])

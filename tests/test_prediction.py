@@ -8,11 +8,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from sbi_tumor import plots
+from sbi_tumor.patient import prediction as prediction_module
 from sbi_tumor.io import save_nifti
 from sbi_tumor.observation import dice
-from sbi_tumor.prediction import predict, save_prediction
-from sbi_tumor.workflow import infer_patient, make_synthetic_patient
+from sbi_tumor.patient.prediction import predict, save_prediction
+from sbi_tumor.patient.synthetic import make_synthetic_patient
+from sbi_tumor.patient.workflow import infer_patient
 from tiny_patient import SCAN_DAYS, tiny_anatomy, tiny_config
 
 
@@ -108,7 +109,7 @@ def test_outputs_are_resampled_to_a_finer_input_grid(case, prediction, tmp_path)
 
 def test_nothing_is_written_when_saving_fails(case, prediction, tmp_path, monkeypatch):
     _, run = case
-    monkeypatch.setattr(plots, "volume_plot", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(prediction_module, "volume_plot", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         save_prediction(prediction, run, tmp_path / "prediction")
     assert list(tmp_path.iterdir()) == []

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import numpy as np
@@ -7,17 +8,9 @@ from scipy import stats
 from sbi.utils import BoxUniform
 from sbi.utils.user_input_checks import process_prior
 
-from sbi_tumor.prior import (
-    PARAMETER_LABELS,
-    PARAMETER_NAMES,
-    PRESETS,
-    LogUniformBox,
-    PriorPreset,
-    log_rates,
-    log_rates_prior,
-    make_prior,
-    rates,
-)
+from sbi_tumor.config import PARAMETER_LABELS, PARAMETER_NAMES, PRESETS, PriorPreset
+
+from sbi_tumor.prior import LogUniformBox, log_rates, log_rates_prior, make_prior, rates
 
 
 def test_presets():
@@ -31,7 +24,7 @@ def test_presets():
     assert (paper.day, paper.validation_day) == (9.0, 11.0)
     assert PARAMETER_NAMES == ("D", "rho", "u_T1", "u_T2")
     assert len(PARAMETER_LABELS) == 4 and "mm" in PARAMETER_LABELS[0]
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         paper.day = 3.0  # frozen
     assert isinstance(paper, PriorPreset)
 

@@ -201,7 +201,7 @@ def test_notebook_pages_offer_the_notebook(site: Path, pages: dict[str, Page]) -
 def test_anchors_exist(pages: dict[str, Page]) -> None:
     problems = []
     for page in pages.values():
-        for tag, attr, url in page.links:
+        for _tag, attr, url in page.links:
             if attr != "href" or EXTERNAL.match(url) or "#" not in url:
                 continue
             target, fragment = _target(page, url)
@@ -255,31 +255,14 @@ def test_notebook_math_is_typeset(pages: dict[str, Page]) -> None:
 
 ROLE = re.compile(r":(?:py:)?(?:class|func|meth|attr|mod|obj|data|exc|math|ref|doc|term|const):`?")
 
-# Pages whose docstrings (sbi_tumor/, not this suite's to edit) still carry reST roles; Google style
-# with mkdocstrings cross-references is [`Name`][sbi_tumor.module.Name]. Drop an entry once fixed.
-ROLES_IN_DOCSTRINGS = {
-    "api/prior.html": "sbi_tumor.prior.LogUniformBox: ':math:`1 / (x \\log(high_i / low_i))`'",
-    "api/simulator.html": "the module docstring of sbi_tumor.simulator: ':class:`~sbi_tumor.torch_solver.TorchFKSolver`'",
-}
-
-
 def _roles(page: Page) -> list[str]:
     text = "".join(page.text)
     return [f"{page.path}: ...{text[max(0, m.start() - 40):m.end() + 40]!r}..." for m in ROLE.finditer(text)]
 
 
 def test_no_rest_roles(pages: dict[str, Page]) -> None:
-    problems = [p for page in pages.values() if page.path not in ROLES_IN_DOCSTRINGS for p in _roles(page)]
+    problems = [p for page in pages.values() for p in _roles(page)]
     assert not problems, _report(problems, "reST roles in the text (the docstrings are Google style)")
-
-
-@pytest.mark.parametrize("path", [pytest.param(path, marks=pytest.mark.xfail(strict=True, raises=AssertionError,
-                                                                              reason=f"docstring of {where}"))
-                                  for path, where in ROLES_IN_DOCSTRINGS.items()])
-def test_no_rest_roles_in_docstrings(pages: dict[str, Page], path: str) -> None:
-    if path not in pages:
-        pytest.fail(f"{path} is no longer built: drop it from ROLES_IN_DOCSTRINGS")
-    assert not _roles(pages[path]), _report(_roles(pages[path]), "reST roles")
 
 
 LOCAL_PATH = re.compile(r"(?<![\w.~-])/(?:work|tmp|home|root)/[^\s\"'<>)]*")

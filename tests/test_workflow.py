@@ -12,9 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from sbi_tumor.io import InputError, SimulationStore, StoreError
+from sbi_tumor.patient.inputs import InputError
+
+from sbi_tumor.patient.store import SimulationStore, StoreError
 from sbi_tumor.simulator import TumorSimulator
-from sbi_tumor.workflow import infer_patient, load_patient, load_run, make_synthetic_patient, posterior_predictive_check
+from sbi_tumor.patient.inputs import load_patient
+from sbi_tumor.patient.report import posterior_predictive_check
+from sbi_tumor.patient.synthetic import make_synthetic_patient
+from sbi_tumor.patient.run import load_run
+from sbi_tumor.patient.workflow import infer_patient
 from tiny_patient import SCAN_DAYS, tiny_anatomy, tiny_config
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from sbi_tumor.anatomy import Anatomy
-from sbi_tumor.inference import InferenceConfig
+from sbi_tumor.config import InferenceConfig
 from sbi_tumor.io import save_nifti
 
 SEED_MM = (-30.0, 20.0, 30.0)  # frontal white matter of MNI152

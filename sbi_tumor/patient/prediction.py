@@ -1,6 +1,6 @@
 """Predict tumour growth from a fitted posterior: MAP and posterior-sample forward runs.
 
-Days count from the initial condition, as in [`sbi_tumor.workflow`][sbi_tumor.workflow] (days since the ADC scan,
+Days count from the initial condition, as in [`sbi_tumor.patient.workflow`][sbi_tumor.patient.workflow] (days since the ADC scan,
 or since the seed). Volumes are in mm^3 on the model (anatomy) grid; Dice scores compare the
 predicted and observed masks on that grid, observed segmentations being resampled onto it.
 """
@@ -13,13 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 
-from .identifiability import front_speed
-from .observation import dice
-from .io import atomic_output_dir, check_day, load_mask, save_nifti, to_anatomy_grid
-from .workflow import InferenceRun, load_run
+from .. import plots
+from ..identifiability import front_speed
+from ..observation import dice
+from ..io import atomic_output_dir, save_nifti
+from .inputs import check_day, load_mask, to_anatomy_grid
+from .run import InferenceRun, load_run
 
 __all__ = ["Prediction", "predict", "save_prediction"]
 
@@ -79,10 +83,12 @@ def predict(run: InferenceRun | str | Path, days: Sequence[float], *, num_sample
     """Simulate the MAP and ``num_samples`` posterior samples forward to ``days``.
 
     Args:
-        run: a fitted run or its directory (see [`sbi_tumor.workflow.load_run`][sbi_tumor.workflow.load_run]).
+        run: a fitted run or its directory (see [`sbi_tumor.patient.run.load_run`][sbi_tumor.patient.run.load_run]).
         days: days after the initial condition to predict (> 0).
         num_samples: posterior samples to simulate for the uncertainty.
-        observed_t2, observed_t1: ``{day: segmentation file}`` of later scans to compare with;
+        observed_t2: ``{day: segmentation file}`` of later scans to compare with;
+            their days are added to ``days``.
+        observed_t1: ``{day: segmentation file}`` of later scans to compare with;
             their days are added to ``days``.
         seed: torch seed of the posterior sampling.
         curve_points: number of days from 0 to the last day at which volumes are plotted.
@@ -165,7 +171,6 @@ def save_prediction(prediction: Prediction, run: InferenceRun | str | Path, out_
     segmentations, ``volumes.csv`` (per day: volume mean/std over samples, MAP volume, observed
     volume and Dice), ``prediction.json``, ``volumes.png``, ``slices.png`` and ``report.md``.
     """
-    from . import plots
 
     run = load_run(run) if isinstance(run, (str, Path)) else run
     patient = run.patient
@@ -187,7 +192,7 @@ def save_prediction(prediction: Prediction, run: InferenceRun | str | Path, out_
             "units": "volumes in mm^3 on the model grid; days after the initial condition"}, indent=2))
         voxel = patient.anatomy.voxel_volume
         fitted = (patient.day, patient.t1.sum() * voxel, patient.t2.sum() * voxel)
-        plots.save_figure(plots.volume_plot(prediction, fitted), tmp / "volumes.png")
+        plots.save_figure(volume_plot(prediction, fitted), tmp / "volumes.png")
         plots.save_figure(plots.slice_figure(patient.anatomy, _slice_panels(prediction, run)),
                           tmp / "slices.png")
         files |= {"volumes per day (CSV)": "volumes.csv", "everything as JSON": "prediction.json",
@@ -242,3 +247,31 @@ def _report(prediction: Prediction, run: InferenceRun, files: dict[str, str]) ->
             f"{'' if obs is None else format(row['T2_dice_map'], '.3f')} |")
     lines += ["", "## Files", ""] + [f"- `{name}`: {what}" for what, name in files.items()] + [""]
     return "\n".join(lines)
+
+
+def volume_plot(prediction: Prediction, fitted: tuple[float, float, float] | None = None) -> Figure:
+    """Tumour volumes (mL) over days: posterior mean with 1 and 2 std bands, the MAP, the fitted
+    segmentation's volumes ``fitted = (day, T1 mm^3, T2 mm^3)`` and any later observed volumes."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for region, colour in (("T2", "tab:orange"), ("T1", "tab:red")):
+        curves = prediction.curves[region] / 1e3
+        mean, std = curves.mean(0), curves.std(0)
+        days = prediction.curve_days
+        ax.fill_between(days, mean - 2 * std, mean + 2 * std, color=colour, alpha=0.15, lw=0)
+        ax.fill_between(days, mean - std, mean + std, color=colour, alpha=0.3, lw=0,
+                        label=f"{region}: posterior mean ± 1, 2 std")
+        ax.plot(days, prediction.map_curves[region] / 1e3, color=colour, lw=2, label=f"{region}: MAP")
+        observed = [(d, v[f"{region}_observed_mm3"] / 1e3) for d, v in prediction.observed.items()
+                    if f"{region}_observed_mm3" in v]
+        if observed:
+            ax.plot(*zip(*observed), "s", color=colour, mec="k", ms=8, label=f"{region}: observed later")
+        if fitted is not None:
+            ax.plot(fitted[0], fitted[1 if region == "T1" else 2] / 1e3, "o", color=colour, mec="k",
+                    ms=8, label=f"{region}: fitted segmentation")
+    ax.set_xlabel("days after the initial condition")
+    ax.set_ylabel("volume [mL]")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8, frameon=False)
+    ax.set_title(f"Tumour volume: MAP and {len(prediction.samples)} posterior samples")
+    fig.tight_layout()
+    return fig

@@ -11,7 +11,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
+from typing import Callable, Union
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ LogLikelihood = Callable[[np.ndarray], Union[np.ndarray, Tensor]]
 
 @dataclass
 class TMCMCResult:
-    """Output of [`tmcmc`][sbi_tumor.baselines.tmcmc].
+    """Output of [`tmcmc`][sbi_tumor.tmcmc.tmcmc].
 
     Attributes:
         samples: Equally weighted posterior samples, ``(N, d)`` float64.
@@ -39,7 +39,7 @@ class TMCMCResult:
             proposals outside the prior support as rejected.
         num_simulations: Number of likelihood evaluations, i.e. forward-model runs.
         num_stages: Number of tempering stages after the prior stage.
-        wall_time: Seconds spent in [`tmcmc`][sbi_tumor.baselines.tmcmc].
+        wall_time: Seconds spent in [`tmcmc`][sbi_tumor.tmcmc.tmcmc].
     """
 
     samples: np.ndarray
@@ -92,7 +92,7 @@ def tmcmc(
         progress: Show a tqdm bar of ``beta``.
 
     Returns:
-        [`TMCMCResult`][sbi_tumor.baselines.TMCMCResult].
+        [`TMCMCResult`][sbi_tumor.tmcmc.TMCMCResult].
     """
     start = time.perf_counter()
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)

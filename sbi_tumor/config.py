@@ -1,0 +1,178 @@
+"""The package's settings and defaults, defined once, importable without torch, sbi or numba.
+
+The command line builds its options (and shows their defaults) from these before any heavy
+library loads; the modules that use them import them from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal, get_args
+
+__all__ = ["DEFAULT_AUGMENT", "EMBEDDING_NAMES", "InferenceConfig", "METHODS", "Method", "PARAMETER_LABELS",
+           "PARAMETER_NAMES", "PRESETS", "PriorPreset", "SEED_SIGMA_MM"]
+
+#: Embedding nets by name (``sbi_tumor.embedding.EMBEDDINGS`` maps them to their classes).
+EMBEDDING_NAMES: tuple[str, ...] = ("cnn", "mlp", "radial")
+
+
+PARAMETER_NAMES: tuple[str, ...] = ("D", "rho", "u_T1", "u_T2")
+
+
+PARAMETER_LABELS: tuple[str, ...] = (
+    r"$D$ [mm$^2$/day]",
+    r"$\rho$ [1/day]",
+    r"$u_{T1}$ [-]",
+    r"$u_{T2}$ [-]",
+)
+
+
+@dataclass(frozen=True)
+class PriorPreset:
+    """Named box of parameter bounds, in the order of ``PARAMETER_NAMES``.
+
+    Attributes:
+        name: Key of the preset in ``PRESETS``.
+        low: Lower bounds ``(D, rho, u_T1, u_T2)`` in (mm^2/day, 1/day, -, -).
+        high: Upper bounds, same order and units.
+        truth: Ground-truth parameters of a synthetic experiment, if any.
+        day: Day at which the observed label map is taken, if any.
+        validation_day: Later day used to validate predictions, if any.
+        description: Where the ranges come from.
+    """
+
+    name: str
+    low: tuple[float, float, float, float]
+    high: tuple[float, float, float, float]
+    truth: tuple[float, float, float, float] | None = None
+    day: float | None = None
+    validation_day: float | None = None
+    description: str = ""
+
+
+PRESETS: dict[str, PriorPreset] = {
+    "human": PriorPreset(
+        name="human",
+        low=(0.02, 0.002, 0.5, 0.05),
+        high=(1.5, 0.2, 0.85, 0.5),
+        description="Glioma ranges of Lipkova et al. (2019) for human patients.",
+    ),
+    "paper": PriorPreset(
+        name="paper",
+        low=(0.2, 0.1, 0.5, 0.05),
+        high=(4.0, 1.2, 0.85, 0.5),
+        truth=(2.0, 0.6, 0.7, 0.25),
+        day=9.0,
+        validation_day=11.0,
+        description=(
+            "Rat experiment of Ezhov/Lipkova made dimensionless on the human atlas: "
+            "lengths are 10x larger, so D is scaled by 100."
+        ),
+    ),
+}
+
+
+#: Width (standard deviation, mm) of the default seed tumour. TumorGrowthToolkit, the reference
+#: numpy solver of the Fisher-Kolmogorov glioma model, seeds a Gaussian of variance 10 mm^2
+#: (sigma 3.2 mm, peak 0.89); Learn-Morph-Infer/GliODIL use sigma 3.9-5.5 mm. A sigma of 3 mm
+#: with peak 1 is of that size and is resolved on the 2 mm grid that inference runs on.
+SEED_SIGMA_MM = 3.0
+
+
+Method = Literal["NPE_A", "NPE_B", "NPE_C", "TSNPE"]
+
+
+METHODS: tuple[str, ...] = get_args(Method)
+
+
+#: Training pairs per solve with TSNPE when ``augment`` is not given (``benchmarks/defaults.py``).
+DEFAULT_AUGMENT = 10
+
+
+@dataclass
+class InferenceConfig:
+    """Settings of [`run_sequential_npe`][sbi_tumor.inference.run_sequential_npe].
+
+    The defaults are the configuration that ``benchmarks/defaults.py`` measured best on human-prior
+    cases and the paper case (docs, Benchmarks): TSNPE with the radial embedding (octant
+    profiles), each solve observed with 10 threshold pairs, trained with batches of 200 at a
+    learning rate of 1e-3 and stopped after 20 epochs without improvement; 4 rounds of 250
+    solves. On the human case of that benchmark this takes about 110 s on 2 cores.
+
+    Attributes:
+        method: ``"TSNPE"`` (truncated proposals, the default), ``"NPE_B"`` (SNPE-B,
+            importance-weighted MDN), ``"NPE_A"`` or ``"NPE_C"`` (APT).
+        num_rounds: number of rounds (round 1 samples the prior).
+        num_simulations: forward simulations per round.
+        num_components: mixture components of the MDN (NPE_A is stable with 1 over rounds).
+        hidden_features: width of the MDN's hidden layers.
+        embedding: ``"radial"`` (radial label profiles around the seed, then an MLP; the default),
+            ``"cnn"`` (3D CNN on one-hot label maps) or ``"mlp"`` (the paper's network).
+        embedding_kwargs: extra arguments for the embedding net.
+        log_space: train on ``(log D, log rho, u_T1, u_T2)`` (see the module docstring); the
+            MAP is then the mode in those coordinates. ``NPE_A`` needs a log-uniform prior for it.
+        truncation_quantile: with ``TSNPE``, the posterior mass left out of each later round's
+            proposal (sbi's ``get_density_thresholder`` default, 1e-4).
+        augment: training pairs per forward solve (``TSNPE`` only); ``None`` (the default) means
+            ``DEFAULT_AUGMENT`` (10) with ``TSNPE`` and 1 otherwise. The thresholds act after
+            the solve, so each solve is observed ``augment`` times: with the thresholds it was
+            drawn with and with ``augment - 1`` more pairs drawn from the round's proposal given
+            its (D, rho), and, for a noisy observation model, fresh noise. Every pair is then
+            still a draw from the proposal, which is what TSNPE's loss needs (see
+            ``_redrawn_thresholds``). Needs a simulator with ``solve(theta)`` and
+            ``observe(density, theta)``, as [`TumorSimulator`][sbi_tumor.simulator.TumorSimulator]
+            has, and a prior whose thresholds are independent of (D, rho), as every
+            ``make_prior`` prior is. ``num_simulations`` still counts solves.
+        max_num_epochs: passed to ``train``.
+        stop_after_epochs: passed to ``train``.
+        training_batch_size: passed to ``train``.
+        learning_rate: passed to ``train``.
+        num_posterior_samples: samples drawn from the final posterior for the result.
+        simulation_batch_size: parameter sets per simulator call (and per task on workers).
+        num_workers: local worker processes for the simulations; 1 (the default, fastest on the
+            2-core machine we measured: ``benchmarks/parallel.py``) simulates in this process,
+            where the numba solver uses every core.
+        client: a ``dask.distributed.Client`` or a scheduler address (``"tcp://HOST:PORT"``):
+            each round's simulations run on that cluster. Recorded by its address.
+        seed: seed of torch and numpy for the whole run (reproducible on the CPU).
+    """
+
+    method: Method = "TSNPE"
+    num_rounds: int = 4
+    num_simulations: int = 250
+    num_components: int = 5
+    hidden_features: int = 64
+    embedding: str = "radial"
+    embedding_kwargs: dict = field(default_factory=dict)
+    log_space: bool = False
+    truncation_quantile: float = 1e-4
+    augment: int | None = None
+    max_num_epochs: int = 200
+    stop_after_epochs: int = 20
+    training_batch_size: int = 200
+    learning_rate: float = 1e-3
+    num_posterior_samples: int = 2000
+    simulation_batch_size: int = 10
+    num_workers: int = 1
+    client: Any = None
+    seed: int | None = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}.")
+        if self.num_rounds < 1 or self.num_simulations < 2:
+            raise ValueError("Need num_rounds >= 1 and num_simulations >= 2.")
+        if self.augment is None:
+            self.augment = DEFAULT_AUGMENT if self.method == "TSNPE" else 1
+        if not 0 < self.truncation_quantile < 1:
+            raise ValueError(f"truncation_quantile must be in (0, 1), got {self.truncation_quantile}.")
+        if self.augment < 1 or (self.augment > 1 and self.method != "TSNPE"):
+            raise ValueError(f"augment must be 1, or > 1 with method='TSNPE' (whose proposals stay valid when "
+                             f"thresholds are redrawn), got augment={self.augment} with {self.method!r}.")
+        if self.num_workers < 1:
+            raise ValueError(f"num_workers must be >= 1, got {self.num_workers}.")
+
+    def to_dict(self) -> dict:
+        """The settings as plain data: a ``Client`` is recorded by its scheduler address."""
+        client = getattr(getattr(self.client, "scheduler", None), "address", self.client)
+        return asdict(replace(self, client=None)) | {"client": client}

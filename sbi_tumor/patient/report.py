@@ -1,0 +1,177 @@
+"""The files of a finished inference run: posterior, figures, the predictive check and ``report.md``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from .. import plots
+from ..identifiability import WEAK_CONTRACTION, derived, weakly_determined
+from ..inference import save_result
+from ..io import package_version
+from ..observation import dice
+from ..config import PARAMETER_NAMES
+from .run import POSTERIOR_FORMAT, POSTERIOR_FORMAT_VERSION, InferenceRun
+
+if TYPE_CHECKING:
+    from ..simulator import TumorSimulator
+
+__all__ = ["posterior_predictive_check", "ppc_figure", "run_report", "write_run"]
+
+
+def write_run(directory: Path, run: InferenceRun, prior_name: str, seconds: float) -> dict[str, str]:
+    """Write a run's files into ``directory``; returns {description: file name}."""
+
+    result, patient = run.result, run.patient
+    save_result(directory, run.posterior, result)
+    np.savetxt(directory / "map.csv", result.map.numpy()[None], delimiter=",",
+               header="D_mm2_per_day,rho_per_day,u_T1,u_T2", comments="")
+    patient.save(directory / "patient.npz")
+    points = {"MAP": result.map.numpy()} | ({} if run.truth is None else {"truth": np.array(run.truth)})
+    weak = weakly_determined(PARAMETER_NAMES, result.contraction or ())
+    plots.save_figure(plots.pair_plot(result.samples.numpy(), run.prior_bounds, points, weak=weak),
+                      directory / "pairplot.png")
+    simulator = patient.simulator()
+    map_labels = simulator.to_full_grid(simulator.labels(result.map[None], [patient.day])[0, 0])
+    check = posterior_predictive_check(run, simulator=simulator)
+    (directory / "ppc.json").write_text(json.dumps(check, indent=2))
+    plots.save_figure(ppc_figure(check), directory / "ppc.png")
+    panels = [(f"observed, day {patient.day:g}", patient.labels, None),
+              (f"MAP fit, day {patient.day:g} (contours: observed)", map_labels, patient.labels)]
+    plots.save_figure(plots.slice_figure(patient.anatomy, panels), directory / "slices.png")
+    files = {"posterior samples (D, rho, u_T1, u_T2)": "samples.csv", "MAP estimate": "map.csv",
+             "posterior, reload with sbi_tumor.patient.run.load_run": "posterior.pt",
+             "summary (JSON)": "summary.json", "pair plot": "pairplot.png",
+             "observation and MAP fit": "slices.png",
+             "posterior predictive check (Dice and volumes of posterior draws)": "ppc.png",
+             "posterior predictive check (JSON)": "ppc.json", "patient inputs on the model grid": "patient.npz",
+             "this report": "report.md"}
+    (directory / "report.md").write_text(run_report(run, prior_name, seconds, files, check))
+    manifest = {"format": POSTERIOR_FORMAT, "format_version": POSTERIOR_FORMAT_VERSION,
+                "package_version": package_version(), "prior": prior_name,
+                "prior_bounds": run.prior_bounds, "truth": run.truth, "files": files}
+    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return files
+
+
+def run_report(run: InferenceRun, prior_name: str, seconds: float, files: dict[str, str],
+            check: dict[str, Any]) -> str:
+    result, patient = run.result, run.patient
+    s = result.samples.double()
+    q = torch.quantile(s, torch.tensor([0.05, 0.5, 0.95], dtype=s.dtype), dim=0)
+    initial = (f"seed point {patient.initial.seed_mm} mm" if patient.initial.seed_mm is not None
+               else "cell density from the ADC map (inversely proportional to ADC inside T2)")
+    lines = [
+        "# sbi-tumor inference report", "",
+        f"- Initial condition: {initial}",
+        f"- Fitted segmentations: day {patient.day:g} after the initial condition; "
+        f"T2 volume {patient.t2.sum() * patient.anatomy.voxel_volume / 1000:.1f} mL, "
+        f"T1 core {patient.t1.sum() * patient.anatomy.voxel_volume / 1000:.1f} mL",
+        f"- Model grid: {patient.anatomy.spacing[0]:g} mm, ROI edge {patient.roi_size_mm:.0f} mm",
+        f"- Prior: {prior_name}, " + ", ".join(
+            f"{n} in [{lo:.3g}, {hi:.3g}]" for n, lo, hi in zip(PARAMETER_NAMES, *run.prior_bounds)),
+        f"- Method: {result.method}, {len(result.training)} rounds, {result.num_simulations} simulations "
+        f"(embedding {result.config['embedding']}, seed {result.config['seed']})",
+        f"- Time: {seconds:.0f} s ({result.simulation_time:.0f} s simulating, "
+        f"{result.training_time:.0f} s training)", "",
+        "| parameter | MAP | median | 90% interval | contraction |" + (" truth |" if run.truth else ""),
+        "|---|---|---|---|---|" + ("---|" if run.truth else ""),
+    ]
+    contractions = result.contraction or [float("nan")] * 4
+    for i, name in enumerate(PARAMETER_NAMES):
+        row = (f"| {name} | {result.map[i]:.3g} | {q[1, i]:.3g} | [{q[0, i]:.3g}, {q[2, i]:.3g}] "
+               f"| {contractions[i]:.2f} |" + (f" {run.truth[i]:.3g} |" if run.truth else ""))
+        lines.append(row)
+    samples = result.samples.numpy()
+    for name, values in derived(samples).items():
+        lo, mid, hi = np.quantile(values, [0.05, 0.5, 0.95])
+        unit = "mm/day" if name == "front_speed" else "mm"
+        lines.append(f"| {name.replace('_', ' ')} [{unit}] | {derived(result.map.numpy())[name][0]:.3g} "
+                     f"| {mid:.3g} | [{lo:.3g}, {hi:.3g}] | |" + (
+                         f" {derived(np.asarray(run.truth))[name][0]:.3g} |" if run.truth else ""))
+    lines += ["", "Units: D in mm^2/day, rho in 1/day, thresholds on the normalised density. Contraction: "
+              "1 - posterior std / prior std (0: the data taught nothing, 1: pinned down).", ""]
+    weak = weakly_determined(PARAMETER_NAMES, result.contraction or ())
+    if weak:
+        why = ("A label map shows where two density levels lie; a threshold moves its contour by a fraction "
+               "of the infiltration length sqrt(D / rho), often less than a voxel, and a slightly different "
+               "(D, rho) moves it back, so one scan pins the thresholds down only loosely "
+               "(`benchmarks/identifiability.py --human`). " if {"u_T1", "u_T2"} & set(weak) else "")
+        if {"D", "rho"} & set(weak):
+            why += ("D or rho barely moved from the prior: the scan (or this number of simulations) does not "
+                    "separate them, though the front speed and infiltration length in the table may still be narrow. ")
+        lines += [f"**Weakly determined by this observation: {', '.join(weak)}** (contraction below "
+                  f"{WEAK_CONTRACTION}). {why}Their intervals above are mostly the prior's.", ""]
+    lines += ["## Posterior predictive check", "",
+              f"The label maps of {check['num_draws']} posterior draws at day {check['day']:g} against the "
+              "observed segmentations (`ppc.png`): median and 90% range over the draws.", "",
+              "| region | Dice | volume [mL] | observed volume [mL] | its quantile among the draws |",
+              "|---|---|---|---|---|"]
+    for region in ("T2", "T1"):
+        c = check[region]
+        d_lo, d_mid, d_hi = np.quantile(c["dice"], [0.05, 0.5, 0.95])
+        v_lo, v_mid, v_hi = np.quantile(c["volume_ml"], [0.05, 0.5, 0.95])
+        lines.append(f"| {region} | {d_mid:.3f} [{d_lo:.3f}, {d_hi:.3f}] | {v_mid:.2f} [{v_lo:.2f}, {v_hi:.2f}] "
+                     f"| {c['observed_volume_ml']:.2f} | {c['observed_volume_quantile']:.2f} |")
+    lines += ["", "A quantile near 0 or 1, or a low Dice, means the posterior does not reproduce the data: "
+              "check the inputs (registration, the day, the seed) or run more simulations.", "",
+              "## Files", ""] + [f"- `{name}`: {what}" for what, name in files.items()]
+    lines += ["", "Reload from Python:", "", "```python",
+              "from sbi_tumor.patient import load_run",
+              f"run = load_run({str(run.directory)!r})",
+              "samples = run.posterior.sample((1000,))  # at the observed segmentations", "```", ""]
+    return "\n".join(lines)
+
+
+#: Posterior draws simulated for the posterior predictive check of a run's report.
+PPC_DRAWS = 50
+
+
+def posterior_predictive_check(run: InferenceRun, num_draws: int = PPC_DRAWS,
+                               simulator: TumorSimulator | None = None) -> dict[str, Any]:
+    """Does the fit reproduce the data? The label maps of ``num_draws`` posterior samples at the
+    fitted day against the observed segmentations.
+
+    Returns per draw the Dice of T2 (whole tumour) and T1 (core) against the observation and the
+    T1/T2 volumes (mL), the observed volumes, and where each observed volume falls among the
+    draws' (its quantile: near 0 or 1 means the posterior does not reproduce it).
+    """
+    patient = run.patient
+    simulator = simulator or patient.simulator()  # the run's own, when the caller has built it
+    theta = run.result.samples[:num_draws]  # independent draws: the first ones are as good as any
+    labels = simulator.labels(theta, [patient.day])[:, 0]
+    observed = patient.labels[simulator.roi_slices]
+    ml = patient.anatomy.voxel_volume / 1e3
+    out: dict[str, Any] = {"num_draws": len(theta), "day": patient.day}
+    for region, level in (("T2", 1), ("T1", 2)):
+        volumes = (labels >= level).sum(axis=(1, 2, 3)) * ml
+        observed_volume = float((observed >= level).sum() * ml)
+        out[region] = {"dice": [dice(m >= level, observed >= level) for m in labels],
+                       "volume_ml": volumes.tolist(), "observed_volume_ml": observed_volume,
+                       "observed_volume_quantile": float((volumes < observed_volume).mean()
+                                                         + 0.5 * (volumes == observed_volume).mean())}
+    return out
+
+
+def ppc_figure(check: Mapping) -> Figure:
+    """The posterior predictive check of a run (``workflow.posterior_predictive_check``): per
+    region, the Dice of the draws against the observation and their volumes against the observed."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for region, colour in (("T2", "tab:orange"), ("T1", "tab:red")):
+        c = check[region]
+        axes[0].hist(c["dice"], bins=20, range=(0, 1), color=colour, alpha=0.6, label=region)
+        axes[1].hist(c["volume_ml"], bins=20, color=colour, alpha=0.6, label=f"{region}: posterior draws")
+        axes[1].axvline(c["observed_volume_ml"], color=colour, lw=2, ls="--", label=f"{region}: observed")
+    axes[0].set(xlabel="Dice against the observed segmentation", ylabel="posterior draws")
+    axes[1].set(xlabel="volume [mL]", ylabel="posterior draws")
+    for ax in axes:
+        ax.legend(fontsize=8, frameon=False)
+    fig.suptitle(f"Posterior predictive check: {check['num_draws']} draws at day {check['day']:g}")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,131 @@
+"""Personalise the tumour model to one patient: segmentations in, posterior out, resumably.
+
+Time origin
+-----------
+All days count from the *initial condition*:
+
+* with a seed point (``seed_mm``), days since the tumour was a point at the seed;
+* with an ADC map (``adc``), days since the ADC scan (the first time point). The initial cell
+  density is inversely proportional to ADC inside the T2 segmentation *of that scan*
+  (``t2_initial``), scaled so that its maximum is 1, and 0 elsewhere
+  ([`sbi_tumor.patient.inputs.adc_to_density`][sbi_tumor.patient.inputs.adc_to_density]); ``day`` is the number of days between the ADC scan and
+  the segmentations being fitted.
+
+Grids
+-----
+The model runs on the anatomy grid (by default the MNI152 atlas at 2 mm). Segmentations and ADC
+given on another grid are resampled onto it with a warning (they must already be registered to
+the anatomy's space); results are written back on the grid of the input segmentations.
+
+Nothing lost, nothing half-written
+----------------------------------
+Every finished simulation is stored in ``<out>.partial/simulations.zarr`` (label maps as uint8)
+as it completes. An interrupted run continues with ``resume=True`` (``--resume``): the rounds'
+parameters are redrawn from the same seed, checked against the stored ones, and only the
+missing simulations are run, so the result equals that of an uninterrupted run. The output
+directory appears complete, or not at all; the work area is removed on success.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch.distributions import Distribution
+
+from ..anatomy import Anatomy
+from ..config import InferenceConfig
+from ..inference import run_sequential_npe
+from ..io import atomic_output_dir
+from ..prior import make_prior
+from .inputs import load_patient
+from .report import write_run
+from .run import InferenceRun
+from .store import open_store, stored_simulate
+
+__all__ = ["infer_patient", "prior_bounds"]
+
+def infer_patient(t1: str | Path, t2: str | Path, day: float, *, out_dir: str | Path,
+                  adc: str | Path | None = None, t2_initial: str | Path | None = None,
+                  seed_mm: Sequence[float] | None = None, anatomy: Anatomy | None = None,
+                  prior: str | Distribution = "human", config: InferenceConfig | None = None,
+                  ratio: float = 10.0, resume: bool = False, overwrite: bool = False,
+                  progress: bool = True, truth: Sequence[float] | None = None) -> InferenceRun:
+    """Posterior over (D, rho, u_T1, u_T2) for one patient, written to ``out_dir``.
+
+    Writes ``samples.csv`` (posterior samples), ``map.csv`` (MAP), ``posterior.pt`` (reload with
+    [`load_run`][sbi_tumor.patient.run.load_run]), ``summary.json``, ``pairplot.png``, ``slices.png``, ``report.md``,
+    ``patient.npz`` and ``manifest.json``.
+
+    Args:
+        t1: the patient, see [`load_patient`][sbi_tumor.patient.inputs.load_patient].
+        t2: the patient, see [`load_patient`][sbi_tumor.patient.inputs.load_patient].
+        day: the patient, see [`load_patient`][sbi_tumor.patient.inputs.load_patient].
+        adc: the patient, see [`load_patient`][sbi_tumor.patient.inputs.load_patient].
+        t2_initial: the patient, see [`load_patient`][sbi_tumor.patient.inputs.load_patient].
+        seed_mm: the patient, see [`load_patient`][sbi_tumor.patient.inputs.load_patient].
+        anatomy: the patient, see [`load_patient`][sbi_tumor.patient.inputs.load_patient].
+        ratio: the patient, see [`load_patient`][sbi_tumor.patient.inputs.load_patient].
+        out_dir: output directory (must not exist unless ``overwrite``).
+        prior: name of a preset of ``sbi_tumor.config.PRESETS`` or a prior distribution.
+        config: inference settings (rounds, simulations per round, method, seed, ...).
+        resume: continue an interrupted run from ``<out_dir>.partial``.
+        overwrite: replace an existing ``out_dir``.
+        progress: progress bars and messages.
+        truth: known parameters (synthetic data), marked in the pair plot.
+
+    Examples:
+        >>> run = infer_patient("t1.nii.gz", "t2.nii.gz", day=3, adc="adc.nii.gz",
+        ...                     t2_initial="t2_first.nii.gz", prior="paper", out_dir="fit")
+        >>> run.result.map, run.posterior.sample((1000,))
+    """
+    out = Path(out_dir)
+    work = out.with_name(out.name + ".partial")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"Output directory {out} already exists; choose another one or "
+                              "overwrite it (--overwrite).")
+    config = config or InferenceConfig()
+    patient = load_patient(t1, t2, day, adc=adc, t2_initial=t2_initial, seed_mm=seed_mm,
+                           anatomy=anatomy, ratio=ratio)
+    prior_name = prior if isinstance(prior, str) else type(prior).__name__
+    prior = make_prior(prior) if isinstance(prior, str) else prior
+    bounds = prior_bounds(prior)
+    simulator = patient.simulator()
+    x_o = patient.observation(simulator)
+    _say(progress, f"Model grid: ROI {simulator.roi.shape} voxels of "
+                   f"{simulator.roi.spacing[0]:g} mm around the tumour; fitting day {patient.day:g}.")
+
+    settings = {"patient": patient.fingerprint(), "prior": prior_name, "prior_bounds": bounds,
+                # where simulations run does not change the result: a run may resume elsewhere
+                "inference": {k: v for k, v in config.to_dict().items() if k not in ("client", "num_workers")}}
+    store = open_store(work / "simulations.zarr", simulator.roi.shape, settings, resume, progress)
+    started = time.perf_counter()
+    posterior, result = run_sequential_npe(
+        simulator, prior, x_o, config, progress=progress,
+        simulate=stored_simulate(store, simulator, config, progress))
+    run = InferenceRun(posterior=posterior, result=result, patient=patient, directory=out,
+                       prior_bounds=bounds, truth=None if truth is None else [float(v) for v in truth])
+    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        run.files = write_run(tmp, run, prior_name, time.perf_counter() - started)
+    shutil.rmtree(work, ignore_errors=True)
+    return run
+
+
+def prior_bounds(prior: Distribution) -> tuple[list[float], list[float]]:
+    """``(low, high)`` of a box prior (``BoxUniform``, ``LogUniformBox``), else 0.1/99.9% quantiles."""
+    support = prior.support
+    while hasattr(support, "base_constraint"):
+        support = support.base_constraint
+    if hasattr(support, "lower_bound"):
+        low, high = (torch.as_tensor(b).expand(4) for b in (support.lower_bound, support.upper_bound))
+    else:
+        low, high = torch.quantile(prior.sample((10_000,)), torch.tensor([0.001, 0.999]), dim=0)
+    return low.tolist(), high.tolist()
+
+
+def _say(enabled: bool, message: str) -> None:
+    if enabled:
+        print(message, flush=True)
