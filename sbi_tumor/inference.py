@@ -17,13 +17,10 @@ a Gaussian mixture fits it with few components. The returned posterior still spe
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 import math
 import time
 import warnings
-from contextlib import contextmanager, nullcontext, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -38,6 +35,7 @@ from .config import InferenceConfig
 from .embedding import make_embedding
 from .identifiability import contraction
 from .posteriors import FeaturePosterior, LogRatesPosterior
+from .sbi_compat import CONSTANT_DATA_WARNING, epoch_cap_rounds, explained_failures, quiet, sample_truncated
 from .prior import LogUniformBox, _LogRatesPrior, log_rates_prior, rates
 from . import parallel
 
@@ -228,20 +226,20 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
     proposal: Any = prior
     region = None  # TSNPE: the indicator of the truncated region, after round 1
     posterior = None
-    thetas, training = [], []
+    thetas, training, capped = [], [], []
     t_sim = t_train = 0.0
     start = time.perf_counter()
     for r in range(config.num_rounds):
-        with _explained_failures(config.method, r + 1), _quiet(progress):
+        with explained_failures(config.method, r + 1), quiet(progress):
             if r == 0:
                 theta = prior.sample((config.num_simulations,))
             elif truncated:
-                theta = _sample_truncated(proposal, config.num_simulations)
+                theta = sample_truncated(proposal, config.num_simulations)
             else:
                 theta = proposal.sample((config.num_simulations,), show_progress_bars=False)
         theta = theta.reshape(config.num_simulations, -1).to(torch.float32)
         if config.augment > 1:  # (N, 2 + 2 augment): D, rho, then the threshold pairs
-            with _quiet(progress):
+            with quiet(progress):
                 more = _redrawn_thresholds(region, prior, theta, config.augment - 1)
             theta = torch.cat([theta, more.flatten(1)], dim=1)
         t0 = time.perf_counter()
@@ -251,20 +249,19 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
         x = x.to(torch.float32) if features is None else features(x)
 
         t0 = time.perf_counter()
-        with _explained_failures(config.method, r + 1), _quiet(progress):
+        with explained_failures(config.method, r + 1), quiet(progress):
             with warnings.catch_warnings():
-                # Label maps have many constant voxels, and sbi lists every one of them; x is not
-                # z-scored here (z_score_x="none"), so the warning does not apply.
-                warnings.filterwarnings("ignore", message="Data has constant values")
+                warnings.filterwarnings("ignore", message=CONSTANT_DATA_WARNING)
                 # TSNPE appends its rounds as sbi's TSNPE tutorial does, without the proposal: its
                 # first-round loss does not use it, and sbi deep-copies the proposal given here
                 # (a RestrictedPrior holding the posterior) once per training batch, which took
                 # 40% of the training time.
                 trainer.append_simulations(theta_pairs, x, proposal=None if truncated else proposal)
             extra = {"force_first_round_loss": True} if truncated else {}
-            trainer.train(max_num_epochs=config.max_num_epochs, stop_after_epochs=config.stop_after_epochs,
-                          training_batch_size=min(config.training_batch_size, len(theta_pairs)),
-                          learning_rate=config.learning_rate, **extra)
+            with epoch_cap_rounds(capped, r + 1):
+                trainer.train(max_num_epochs=config.max_num_epochs, stop_after_epochs=config.stop_after_epochs,
+                              training_batch_size=min(config.training_batch_size, len(theta_pairs)),
+                              learning_rate=config.learning_rate, **extra)
             posterior = trainer.build_posterior()  # no argument: passing the net breaks round 2
             posterior.set_default_x(x_train_o)
             if truncated:
@@ -275,9 +272,13 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
         thetas.append(to_theta(theta[:, :4]))
         training.append(_round_summary(trainer.summary, r + 1, training))
 
+    if capped:
+        warnings.warn(f"Training stopped at max_num_epochs={config.max_num_epochs} before the validation loss "
+                      f"stopped improving, in round(s) {', '.join(map(str, capped))}; raise it (CLI: --max-epochs) "
+                      "for a closer fit.", UserWarning, stacklevel=2)
     if features is not None:
         posterior = FeaturePosterior(posterior, embedding)
-    with _explained_failures(config.method, config.num_rounds), _quiet(progress):
+    with explained_failures(config.method, config.num_rounds), quiet(progress):
         samples = posterior.sample((config.num_posterior_samples,), x=x_o, show_progress_bars=False)
         posterior.set_default_x(x_o)  # sbi 0.27's map() no longer takes x
         map_ = posterior.map(show_progress_bars=False, num_init_samples=500, num_iter=200)
@@ -363,41 +364,6 @@ def _truncated_prior(prior: Distribution, posterior: Any, quantile: float) -> tu
 
     inside = get_density_thresholder(Quiet(), quantile=quantile, num_samples_to_estimate_support=100_000)
     return RestrictedPrior(prior, inside, posterior=posterior, sample_with="rejection"), inside
-
-
-def _sample_truncated(proposal: Any, n: int) -> torch.Tensor:
-    """``n`` draws of the truncated prior, without sbi's notes on its rejection rate: a region
-    holding 0.01% of the prior is expected after a few rounds, and rejection stays cheap there
-    (a posterior density per prior draw)."""
-    low_acceptance = logging.Filter()
-    low_acceptance.filter = lambda record: "proposal samples are" not in record.getMessage()
-    root = logging.getLogger()  # sbi warns through logging.warning
-    root.addFilter(low_acceptance)
-    try:
-        return proposal.sample((n,), show_progress_bars=False, print_rejected_frac=False)
-    finally:
-        root.removeFilter(low_acceptance)
-
-
-def _quiet(progress: bool):
-    """Without progress, swallow what sbi prints regardless of ``show_progress_bars``
-    ("Training neural network. Epochs trained", "Neural network successfully converged")."""
-    return nullcontext() if progress else redirect_stdout(io.StringIO())
-
-
-@contextmanager
-def _explained_failures(method: str, round_: int):
-    """Turn NPE_A's failing analytic proposal correction (deep inside sbi) into an actionable error."""
-    try:
-        yield
-    except (AssertionError, ValueError, RuntimeError) as err:
-        if "positive definite" not in str(err):
-            raise
-        raise RuntimeError(
-            f"{method} failed in round {round_}: its analytic proposal correction gave a posterior "
-            "covariance that is not positive definite (a known NPE_A failure, more frequent with several "
-            "mixture components or a proposal much narrower than the prior). Use method='NPE_B' or "
-            "'NPE_C', or NPE_A with num_components=1 and more simulations per round.") from err
 
 
 def _round_summary(summary: dict, round_: int, previous: list[dict]) -> dict:

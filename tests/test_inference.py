@@ -7,7 +7,8 @@ from scipy.stats import chi2
 from sbi_tumor.config import InferenceConfig
 
 from sbi_tumor.posteriors import FeaturePosterior
-from sbi_tumor.inference import _explained_failures, _redrawn_thresholds, _sample_truncated, _truncated_prior, load_posterior, run_sequential_npe, save_result
+from sbi_tumor.inference import _redrawn_thresholds, _truncated_prior, load_posterior, run_sequential_npe, save_result
+from sbi_tumor.sbi_compat import explained_failures, sample_truncated
 from sbi_tumor.prior import make_prior
 from sbi_tumor.simulator import TumorSimulator
 from conftest import phantom
@@ -96,7 +97,7 @@ def test_a_small_truncated_region_is_sampled_without_sbi_notes(capsys, caplog):
     torch.manual_seed(0)
     prior = BoxUniform(torch.zeros(4), torch.ones(4))
     narrow = GaussianPosterior(torch.full((4,), 0.5), torch.full((4,), 0.01))  # ~1e-6 of the prior
-    theta = _sample_truncated(_truncated_prior(prior, narrow, quantile=1e-4)[0], 20)
+    theta = sample_truncated(_truncated_prior(prior, narrow, quantile=1e-4)[0], 20)
     assert theta.shape == (20, 4) and ((theta - 0.5).abs() < 0.1).all()
     assert capsys.readouterr().out == "" and not caplog.records
 
@@ -204,10 +205,10 @@ def test_bad_config_is_rejected():
 
 def test_npe_a_correction_failure_becomes_an_actionable_error():
     with pytest.raises(RuntimeError, match="NPE_A failed in round 3.*method='NPE_B'"):
-        with _explained_failures("NPE_A", 3):
+        with explained_failures("NPE_A", 3):
             raise ValueError("Posterior precision matrix is not positive definite.")
     with pytest.raises(ValueError, match="unrelated"):  # other errors pass through unchanged
-        with _explained_failures("NPE_A", 1):
+        with explained_failures("NPE_A", 1):
             raise ValueError("unrelated")
 
 
@@ -255,3 +256,16 @@ def test_defaults_are_defined_once_and_resolve_augment_by_method():
     demo = build_parser().parse_args(["demo", "--out", "o"])
     assert (demo.method, demo.rounds, demo.simulations, demo.embedding) == (
         config.method, config.num_rounds, config.num_simulations, config.embedding)
+
+
+def test_quiet_run_prints_nothing_and_names_the_option_when_training_is_capped(problem, capsys):
+    sim, prior, x_o = problem
+    config = quick("TSNPE", num_rounds=2, num_simulations=60, max_num_epochs=2, augment=1)
+    with pytest.warns(UserWarning) as caught:
+        run_sequential_npe(sim, prior, x_o, config, progress=False)
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""  # no epoch notes, no map() sampling bar
+    capped = [str(w.message) for w in caught if "max_num_epochs" in str(w.message)]
+    assert capped == ["Training stopped at max_num_epochs=2 before the validation loss stopped improving, "
+                      "in round(s) 1, 2; raise it (CLI: --max-epochs) for a closer fit."]
+    assert all(w.filename == __file__ for w in caught if "max_num_epochs" in str(w.message))

@@ -84,6 +84,7 @@ def test_empty_batch(anatomy, u0):
     assert TorchFKSolver(anatomy, device="cpu").solve([], [], u0, [1.0, 2.0]).shape == (0, 2) + anatomy.shape
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_matches_cpu(anatomy, u0):
     cpu = TorchFKSolver(anatomy, device="cpu").solve(D, RHO, u0, TIMES)

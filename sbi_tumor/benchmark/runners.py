@@ -23,6 +23,7 @@ from ..inference import run_sequential_npe
 from ..metrics import c2st_score, posterior_metrics
 from ..config import PARAMETER_NAMES, PRESETS
 from ..runtime import set_threads
+from ..sbi_compat import CONSTANT_DATA_WARNING
 from ..tmcmc import tmcmc
 from .config import CASE_SEEDS_MM, BenchmarkConfig
 from .task import MatchedProblem
@@ -74,7 +75,7 @@ def run_npe_vs_mcmc(config: BenchmarkConfig, log=print) -> tuple[dict[str, Any],
         # Parameter sets far from the posterior grow tumours that reach the ROI walls.
         warnings.filterwarnings("ignore", message="The tumour density reaches")
         # Label voxels far from the tumour are constant; x is deliberately not z-scored.
-        warnings.filterwarnings("ignore", message="Data has constant values")
+        warnings.filterwarnings("ignore", message=CONSTANT_DATA_WARNING)
         problem = MatchedProblem.create(config)
         log(f"case {config.case}: ROI {problem.simulator.roi.shape}, observed T1 {int(problem.t1_mask.sum())} "
             f"and T2 {int(problem.t2_mask.sum())} voxels")

@@ -1,0 +1,90 @@
+"""Where this package meets sbi's behaviour rather than its API: every sbi-version workaround.
+
+sbi (pinned ``>=0.27,<0.28``) prints notes and bars regardless of ``show_progress_bars``, warns
+through ``logging`` and ``warnings`` with messages that are matched here by their text, and fails
+deep inside NPE_A with a message that is translated here. A new sbi version is checked against
+this module (and ``tests/test_inference.py``) alone.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from typing import Any
+
+import torch
+
+__all__ = ["CONSTANT_DATA_WARNING", "EPOCH_CAP_WARNING", "epoch_cap_rounds", "explained_failures", "quiet",
+           "sample_truncated"]
+
+
+def sample_truncated(proposal: Any, n: int) -> torch.Tensor:
+    """``n`` draws of the truncated prior, without sbi's notes on its rejection rate: a region
+    holding 0.01% of the prior is expected after a few rounds, and rejection stays cheap there
+    (a posterior density per prior draw)."""
+    low_acceptance = logging.Filter()
+    low_acceptance.filter = lambda record: "proposal samples are" not in record.getMessage()
+    root = logging.getLogger()  # sbi warns through logging.warning
+    root.addFilter(low_acceptance)
+    try:
+        return proposal.sample((n,), show_progress_bars=False, print_rejected_frac=False)
+    finally:
+        root.removeFilter(low_acceptance)
+
+
+@contextmanager
+def quiet(progress: bool) -> Iterator[None]:
+    """Without progress, swallow what sbi prints regardless of ``show_progress_bars``: its notes
+    on stdout ("Training neural network. Epochs trained", "Neural network successfully
+    converged") and on stderr the sampling bar of ``map()`` (which overshoots, 0/500 -> 534).
+    Warnings are kept: they are recorded and shown again outside (see ``epoch_cap_rounds``)."""
+    if progress:
+        yield
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+            yield
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+#: sbi's warning when training stops at ``max_num_epochs`` before early stopping.
+EPOCH_CAP_WARNING = "Maximum number of epochs"
+#: sbi's warning for constant dimensions of x (label maps have many constant voxels; x is not
+#: z-scored here, z_score_x="none", so the warning does not apply).
+CONSTANT_DATA_WARNING = "Data has constant values"
+
+
+@contextmanager
+def epoch_cap_rounds(rounds: list[int], round_: int) -> Iterator[None]:
+    """Record in ``rounds`` that sbi's training of round ``round_`` stopped at ``max_num_epochs``,
+    instead of letting sbi warn (once per round, naming sbi's own file); the caller warns once,
+    naming its own setting."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        if EPOCH_CAP_WARNING in str(w.message):
+            if round_ not in rounds:
+                rounds.append(round_)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+@contextmanager
+def explained_failures(method: str, round_: int):
+    """Turn NPE_A's failing analytic proposal correction (deep inside sbi) into an actionable error."""
+    try:
+        yield
+    except (AssertionError, ValueError, RuntimeError) as err:
+        if "positive definite" not in str(err):
+            raise
+        raise RuntimeError(
+            f"{method} failed in round {round_}: its analytic proposal correction gave a posterior "
+            "covariance that is not positive definite (a known NPE_A failure, more frequent with several "
+            "mixture components or a proposal much narrower than the prior). Use method='NPE_B' or "
+            "'NPE_C', or NPE_A with num_components=1 and more simulations per round.") from err
