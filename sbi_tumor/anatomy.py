@@ -186,7 +186,11 @@ class Anatomy:
         lo = np.clip(center - half, 0, np.array(self.shape))
         hi = np.clip(center + half + 1, 0, np.array(self.shape))
         if np.any(hi - lo < 3):
-            raise AnatomyError(f"Region of interest around {tuple(center_mm)} mm is empty or too small.")
+            point = ", ".join(f"{float(c):g}" for c in np.asarray(center_mm).reshape(-1))
+            corners = self.voxel_to_world(np.array([[0, 0, 0], np.array(self.shape) - 1]))
+            span = " x ".join(f"[{min(a, b):g}, {max(a, b):g}]" for a, b in zip(*corners))
+            raise AnatomyError(f"The region of interest around ({point}) mm lies (almost) outside the image, which "
+                               f"spans {span} mm; give a point (seed or tumour centre) inside the brain, in world mm.")
         sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
         affine = self.affine.copy()
         affine[:3, 3] = self.voxel_to_world(lo.astype(float))

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import __version__
-from .config import EMBEDDING_NAMES, METHODS, PRESETS, SEED_SIGMA_MM
+from .config import EMBEDDING_NAMES, MAX_STEPS, METHODS, PRESETS, SEED_SIGMA_MM
 from .runtime import OPENMP_ENV
 
 if TYPE_CHECKING:
@@ -33,6 +34,32 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 
+def _number(kind: type, low: float, *, strict: bool = True, high: float | None = None, what: str = ""):
+    """An argparse type: a finite ``kind`` above ``low`` (``>=`` unless ``strict``), at most ``high``."""
+    bound = f"> {low:g}" if strict else f">= {low:g}"
+    bound += "" if high is None else f" and < {high:g}"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}")
+        if value != value or value in (float("inf"), float("-inf")) or (value <= low if strict else value < low) \
+                or (high is not None and value >= high):
+            noun = "an integer" if kind is int else "a finite number"
+            raise argparse.ArgumentTypeError(f"must be {noun} {bound}{what}, got {text}")
+        return value
+
+    parse.__name__ = f"{kind.__name__} {bound}"  # argparse names the type in its messages
+    return parse
+
+
+POSITIVE = _number(float, 0.0)
+FRACTION = _number(float, 0.0, high=1.0)
+COUNT = _number(int, 0)
+COORDINATE = _number(float, float("-inf"))
+
+
 def add_anatomy_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("anatomy")
     group.add_argument("--anatomy", default="mni152", choices=["mni152"],
@@ -40,10 +67,10 @@ def add_anatomy_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--wm", help="white-matter probability map (NIfTI)")
     group.add_argument("--gm", help="grey-matter probability map (NIfTI)")
     group.add_argument("--csf", help="CSF probability map (NIfTI)")
-    group.add_argument("--resolution-mm", type=float, default=None,
+    group.add_argument("--resolution-mm", type=POSITIVE, default=None,
                        help="isotropic grid spacing to simulate on, an integer multiple of the input's "
                             "(default: 2 for the atlas, the maps' own spacing for --wm/--gm/--csf)")
-    group.add_argument("--ratio", type=float, default=10.0, help="D_white / D_grey (default 10)")
+    group.add_argument("--ratio", type=_number(float, 1.0, strict=False), default=10.0, help="D_white / D_grey (default 10)")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -90,6 +117,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     u0 = seed_density(anatomy, args.seed_mm, sigma_mm=args.seed_sigma_mm)
     solver = FKSolver(anatomy, SolverConfig(ratio=args.ratio))
     n_steps = sum(solver.n_steps(args.dw, args.rho, days))
+    if n_steps > args.max_steps:
+        raise ValueError(f"--dw {args.dw:g} --rho {args.rho:g} up to day {days[-1]:g} needs {n_steps:,} time steps on "
+                         f"this grid, more than --max-steps {args.max_steps:,} (D and rho are in mm^2/day and "
+                         "1/day); check the units, or pass a larger --max-steps to run it anyway.")
     density = solver.solve(args.dw, args.rho, u0, days, progress=not args.quiet and n_steps > 50)
     report = {"D_mm2_per_day": args.dw, "rho_per_day": args.rho, "u_T1": args.u_t1, "u_T2": args.u_t2,
               "seed_mm": list(args.seed_mm), "seed_sigma_mm": args.seed_sigma_mm, "grid": list(anatomy.shape),
@@ -176,9 +207,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .patient.run import load_run
 
     t0 = time.perf_counter()
-    if Path(args.out).exists() and not args.overwrite:
-        raise FileExistsError(f"Output directory {args.out} already exists; choose another one or "
-                              "pass --overwrite.")
     run = load_run(args.posterior)
     prediction = predict(run, args.days, num_samples=args.samples,
                          observed_t2=_day_files(args.t2_observed, "--t2-observed"),
@@ -206,10 +234,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .patient.workflow import infer_patient
 
     out = Path(args.out)
-    if out.exists():
-        if not args.overwrite:
-            raise FileExistsError(f"Output directory {out} already exists; choose another one or pass "
-                                  "--overwrite.")
+    if out.exists():  # main() checked that --overwrite was given
         shutil.rmtree(out)
     progress = not args.quiet
     timings = {}
@@ -262,26 +287,26 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("inference")
     group.add_argument("--method", default=defaults.method, choices=METHODS,
                        help="sequential NPE variant (TSNPE: truncated proposals; NPE_B: the paper's)")
-    group.add_argument("--rounds", type=int, default=defaults.num_rounds, help="rounds")
-    group.add_argument("--simulations", type=int, default=defaults.num_simulations,
+    group.add_argument("--rounds", type=COUNT, default=defaults.num_rounds, help="rounds")
+    group.add_argument("--simulations", type=_number(int, 10, strict=False, what=" (sbi keeps 10% for validation)"), default=defaults.num_simulations,
                        help="forward solves per round")
     group.add_argument("--embedding", default=defaults.embedding, choices=sorted(EMBEDDING_NAMES),
                        help="embedding net of the label maps")
-    group.add_argument("--mlp-hidden", type=int, default=100,
+    group.add_argument("--mlp-hidden", type=COUNT, default=100,
                        help="tanh units of the mlp embedding (default 100, the paper's)")
     group.add_argument("--log-space", action="store_true",
                        help="train on (log D, log rho, u_T1, u_T2), where the posterior ridge at a fixed "
                             "front speed is straight (not with NPE_A)")
-    group.add_argument("--augment", type=int, default=None,
+    group.add_argument("--augment", type=COUNT, default=None,
                        help="with --method TSNPE: training pairs per solve, each solve observed with this "
                             f"many threshold pairs (default {DEFAULT_AUGMENT} with TSNPE, 1 otherwise)")
-    group.add_argument("--max-epochs", type=int, default=defaults.max_num_epochs,
+    group.add_argument("--max-epochs", type=COUNT, default=defaults.max_num_epochs,
                        help="most training epochs per round")
     group.add_argument("--random-seed", dest="seed", type=int, default=0,
                        help="seed of every random draw: the same seed gives the same result (default 0)")
     group.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                        help="run each round's simulations on this Dask cluster")
-    group.add_argument("--workers", type=int, default=1,
+    group.add_argument("--workers", type=COUNT, default=1,
                        help="local simulation processes (default 1: the numba kernel already uses "
                             "all cores, which measured faster than processes on 2 cores)")
 
@@ -294,16 +319,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simulate", help="run the forward model and write density and label maps",
                        description="Simulate tumour growth from a seed point and write, per day, the "
                                    "density and label map (0 healthy, 1 T2 only, 2 T1 core) as NIfTI.")
-    p.add_argument("--dw", type=float, required=True, help="white-matter diffusivity D (mm^2/day)")
-    p.add_argument("--rho", type=float, required=True, help="proliferation rate (1/day)")
-    p.add_argument("--days", type=float, nargs="+", required=True, help="output days after the seed")
-    p.add_argument("--seed-mm", type=float, nargs=3, required=True, metavar=("X", "Y", "Z"),
+    p.add_argument("--dw", type=POSITIVE, required=True, help="white-matter diffusivity D (mm^2/day)")
+    p.add_argument("--rho", type=POSITIVE, required=True, help="proliferation rate (1/day)")
+    p.add_argument("--days", type=POSITIVE, nargs="+", required=True, help="output days after the seed")
+    p.add_argument("--seed-mm", type=COORDINATE, nargs=3, required=True, metavar=("X", "Y", "Z"),
                    help="seed point in world (MNI/scanner) mm")
-    p.add_argument("--seed-sigma-mm", type=float, default=SEED_SIGMA_MM,
+    p.add_argument("--seed-sigma-mm", type=POSITIVE, default=SEED_SIGMA_MM,
                    help="width of the seed: a Gaussian of this standard deviation (mm) and peak density 1, "
                         "the same tumour on every grid at least this fine")
-    p.add_argument("--u-t1", type=float, default=0.7, help="T1-gadolinium threshold (default 0.7)")
-    p.add_argument("--u-t2", type=float, default=0.25, help="T2/FLAIR threshold (default 0.25)")
+    p.add_argument("--max-steps", type=COUNT, default=MAX_STEPS,
+                   help="refuse runs that need more time steps than this")
+    p.add_argument("--u-t1", type=FRACTION, default=0.7, help="T1-gadolinium threshold (default 0.7)")
+    p.add_argument("--u-t2", type=FRACTION, default=0.25, help="T2/FLAIR threshold (default 0.25)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -319,10 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "(--t2-initial). Writes posterior samples, MAP, the posterior, plots and a report.")
     p.add_argument("--t1", required=True, help="binary T1-gadolinium (core) segmentation, NIfTI")
     p.add_argument("--t2", required=True, help="binary T2/FLAIR segmentation, NIfTI")
-    p.add_argument("--day", type=float, required=True, help="days from the initial condition to --t1/--t2")
+    p.add_argument("--day", type=POSITIVE, required=True, help="days from the initial condition to --t1/--t2")
     initial = p.add_mutually_exclusive_group(required=True)
     initial.add_argument("--adc", help="ADC map of the first scan (the initial condition)")
-    initial.add_argument("--seed-mm", type=float, nargs=3, metavar=("X", "Y", "Z"),
+    initial.add_argument("--seed-mm", type=COORDINATE, nargs=3, metavar=("X", "Y", "Z"),
                          help="seed point of the tumour in world (scanner/MNI) mm")
     p.add_argument("--t2-initial", help="T2 segmentation of the ADC scan (where ADC gives the density; "
                                         "default --t2)")
@@ -342,8 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Simulate the MAP and posterior samples of an infer run forward. Days count from "
                     "the initial condition, as in infer.")
     p.add_argument("--posterior", required=True, help="output directory of sbi-tumor infer")
-    p.add_argument("--days", type=float, nargs="+", required=True, help="days to predict")
-    p.add_argument("--samples", type=int, default=100, help="posterior samples to simulate (default 100)")
+    p.add_argument("--days", type=POSITIVE, nargs="+", required=True, help="days to predict")
+    p.add_argument("--samples", type=COUNT, default=100, help="posterior samples to simulate (default 100)")
     p.add_argument("--t2-observed", nargs="+", metavar="DAY=FILE",
                    help="later T2 segmentations to compare with (volume and Dice)")
     p.add_argument("--t1-observed", nargs="+", metavar="DAY=FILE",
@@ -360,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "map and segmentations at three time points) as NIfTI, infer the parameters from "
                     "the second scan and predict the third.")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--samples", type=int, default=50, help="posterior samples to predict with (default 50)")
+    p.add_argument("--samples", type=COUNT, default=50, help="posterior samples to predict with (default 50)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_inference_arguments(p)  # the defaults of infer: the demo shows what a user gets
@@ -370,6 +397,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_benchmark_parser(sub)
     return parser
+
+
+def _check_output(args: argparse.Namespace) -> None:
+    """Before any work: ``--out`` can be written, and exists only with ``--overwrite`` (or
+    ``--resume``'s work area exists)."""
+    out = Path(args.out)
+    resumable = getattr(args, "seeds", None)  # a sweep over seeds keeps its finished seeds in --out
+    if out.exists() and not getattr(args, "overwrite", False) and not resumable:
+        raise FileExistsError(f"--out {out} already exists; choose another directory or pass --overwrite.")
+    parent = out.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    try:  # permissions alone do not tell (root, read-only and virtual file systems): try it
+        os.rmdir(tempfile.mkdtemp(dir=parent, prefix=".sbi-tumor-check-"))
+    except OSError:
+        raise ValueError(f"--out {out}: cannot create it, {parent} is not a writable directory; choose another "
+                         "--out.") from None
+    if getattr(args, "resume", False) and not out.with_name(out.name + ".partial").exists():
+        raise ValueError(f"--resume: there is no interrupted run to continue ({out.name}.partial is missing "
+                         f"next to --out {out}); drop --resume to start afresh.")
+
+
+def _check_scheduler(address: str | None, timeout_s: float = 3.0) -> None:
+    """Before any work: the Dask scheduler at ``tcp://HOST:PORT`` accepts connections."""
+    import socket
+    from urllib.parse import urlparse
+
+    if address is None:
+        return
+    url = urlparse(address)
+    if url.scheme != "tcp" or not url.hostname or not url.port:
+        raise ValueError(f"--scheduler {address}: expected tcp://HOST:PORT (e.g. tcp://127.0.0.1:8786).")
+    try:
+        socket.create_connection((url.hostname, url.port), timeout=timeout_s).close()
+    except OSError as err:
+        raise ValueError(f"--scheduler: cannot reach the Dask scheduler at {address} ({err.strerror or err}); "
+                         "start one with `dask scheduler`, or drop --scheduler to simulate here.") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -383,6 +447,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sbi-tumor {args.command}: warning: {message}", file=sys.stderr)
 
     try:
+        if hasattr(args, "out"):
+            _check_output(args)
+        _check_scheduler(getattr(args, "scheduler", None))
         with warnings.catch_warnings():  # restores showwarning for Python callers of main()
             warnings.showwarning = show
             return args.func(args)

@@ -9,8 +9,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, get_args
 
-__all__ = ["DEFAULT_AUGMENT", "EMBEDDING_NAMES", "InferenceConfig", "METHODS", "Method", "PARAMETER_LABELS",
+__all__ = ["DEFAULT_AUGMENT", "EMBEDDING_NAMES", "MAX_STEPS", "InferenceConfig", "METHODS", "Method", "PARAMETER_LABELS",
            "PARAMETER_NAMES", "PRESETS", "PriorPreset", "SEED_SIGMA_MM"]
+
+#: Most time steps ``sbi-tumor simulate`` runs without ``--max-steps`` (a human-prior tumour at the
+#: fastest D of the prior needs about 2,300 steps per 1,000 days on the 2 mm atlas).
+MAX_STEPS = 100_000
 
 #: Embedding nets by name (``sbi_tumor.embedding.EMBEDDINGS`` maps them to their classes).
 EMBEDDING_NAMES: tuple[str, ...] = ("cnn", "mlp", "radial")

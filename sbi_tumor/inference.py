@@ -143,6 +143,22 @@ def _trainer(prior: Distribution, x_o: torch.Tensor, config: InferenceConfig, pr
                tracker=CurveTracker()), embedding
 
 
+def _check_observation(x_o: torch.Tensor, embedding: torch.nn.Module, simulator: Callable) -> None:
+    """Before any simulation: x_o is a label map the embedding and the simulator can produce."""
+    if not torch.isfinite(x_o).all():
+        raise ValueError("x_o holds NaN or infinite values; it must be a label map (0 healthy, 1 T2 only, 2 T1 core).")
+    classes = getattr(embedding, "num_classes", None)
+    if classes is not None:
+        bad = x_o[(x_o != x_o.round()) | (x_o < 0) | (x_o >= classes)].unique()
+        if len(bad):
+            raise ValueError(f"x_o holds values {bad[:5].tolist()} that are not labels 0..{classes - 1} (0 healthy, 1 T2 "
+                             "only, 2 T1 core); build it with sbi_tumor.observation.masks_to_labels.")
+    roi = getattr(getattr(simulator, "roi", None), "shape", None)
+    if roi is not None and tuple(x_o.shape[-3:]) != tuple(roi):
+        raise ValueError(f"x_o has the grid {tuple(x_o.shape[-3:])} but the simulator's label maps {tuple(roi)} "
+                         "(its region of interest): cut x_o to the same window.")
+
+
 def _fixed_features(embedding: torch.nn.Module) -> bool:
     """Switch an embedding with a fixed feature map in front (``features``, ``takes_features``)
     to take features; True if it has one.
@@ -219,6 +235,7 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
                              "use make_prior(..., log_uniform=True), or method 'NPE_B', 'NPE_C' or 'TSNPE'.")
     to_theta = rates if config.log_space else (lambda theta: theta)
     trainer, embedding = _trainer(prior, x_o, config, progress)
+    _check_observation(x_o, embedding, simulator)
     # With fixed features, sbi trains on them; otherwise on the label maps themselves.
     features = FeaturePosterior(None, embedding).features if _fixed_features(embedding) else None
     x_train_o = x_o if features is None else features(x_o)

@@ -69,7 +69,8 @@ def _load_volume(path: str | Path, name: str):
     return img, np.ascontiguousarray(data)
 
 
-def load_mask(path: str | Path, name: str = "T1 segmentation") -> tuple[np.ndarray, np.ndarray]:
+def load_mask(path: str | Path, name: str = "T1 segmentation",
+              allow_empty: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A binary segmentation: (bool mask of shape (nx, ny, nz), (4, 4) affine in mm).
 
     Voxel values must be 0 or 1 (integers or floats); a label map with several labels is
@@ -89,7 +90,7 @@ def load_mask(path: str | Path, name: str = "T1 segmentation") -> tuple[np.ndarr
             f"expected only 0 and 1; {hint}."
         )
     mask = data == 1
-    if not mask.any():
+    if not mask.any() and not allow_empty:
         raise InputError(f"{name} {path} is empty (no voxel is 1); check that it is the right file.")
     return mask, np.asarray(img.affine, dtype=np.float64)
 
@@ -125,7 +126,9 @@ def load_segmentations(t1_path: str | Path, t2_path: str | Path,
     most ``max_outside`` of the T1 voxels lies outside, those voxels (segmentation noise) are
     added to the T2 mask with a warning; more than that raises.
     """
-    t1, affine = load_mask(t1_path, "T1 segmentation")
+    # A tumour without an enhancing core (common in low-grade glioma) is a valid observation: the
+    # density stays below u_T1 everywhere, which the simulator and the likelihood both express.
+    t1, affine = load_mask(t1_path, "T1 segmentation", allow_empty=True)
     t2, affine2 = load_mask(t2_path, "T2 segmentation")
     if t1.shape != t2.shape:
         raise InputError(
