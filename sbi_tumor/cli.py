@@ -43,7 +43,7 @@ def _number(kind: type, low: float, *, strict: bool = True, high: float | None =
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
         if value != value or value in (float("inf"), float("-inf")) or (value <= low if strict else value < low) \
                 or (high is not None and value >= high):
             noun = "an integer" if kind is int else "a finite number"
