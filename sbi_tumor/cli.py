@@ -219,12 +219,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _volume_table(prediction) -> str:
-    lines = [f"{'day':>6s} {'T1 [mL]':>15s} {'T2 [mL]':>15s} {'T2 observed':>12s} {'Dice T2':>8s}"]
+    lines = [f"{'day':>6s} {'T1 [mL]':>15s} {'T2 [mL]':>15s} {'T2 observed':>12s} {'Dice T2':>8s} "
+             f"{'T1 observed':>12s} {'Dice T1':>8s}"]
     for row in prediction.table():
         obs = row.get("T2_observed_mm3")
         lines.append(f"{row['day']:6g} {row['T1_mean_mm3'] / 1e3:7.2f} ± {row['T1_std_mm3'] / 1e3:5.2f} "
                      f"{row['T2_mean_mm3'] / 1e3:7.2f} ± {row['T2_std_mm3'] / 1e3:5.2f} "
-                     + ("" if obs is None else f"{obs / 1e3:12.2f} {row['T2_dice_map']:8.3f}"))
+                     + (f"{'':12s} {'':8s}" if obs is None else f"{obs / 1e3:12.2f} {row['T2_dice_map']:8.3f}")
+                     + ("" if row.get("T1_observed_mm3") is None else
+                        f" {row['T1_observed_mm3'] / 1e3:12.2f} {row['T1_dice_map']:8.3f}"))
     return "\n".join(lines)
 
 

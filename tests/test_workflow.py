@@ -117,8 +117,8 @@ def test_bad_inputs_say_what_to_fix(case, message, patient, anatomy, tmp_path):
         args["t1"].write_bytes(b"not an image")
     elif case == "not binary":
         args["t2"] = write(tmp_path / "t2.nii.gz", t2_data * 2.0, affine)
-    elif case == "empty":
-        args["t1"] = write(tmp_path / "t1.nii.gz", np.zeros_like(t1_data), affine)
+    elif case == "empty":  # an empty T1 core is valid (no enhancing core); an empty T2 is not
+        args["t2"] = write(tmp_path / "t2.nii.gz", np.zeros_like(t2_data), affine)
     elif case == "core outside T2":
         args["t1"] = write(tmp_path / "t1.nii.gz", np.roll(t2_data, 8, axis=0), affine)
     elif case in ("adc nan", "adc zero"):

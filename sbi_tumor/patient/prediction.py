@@ -235,16 +235,19 @@ def _report(prediction: Prediction, run: InferenceRun, files: dict[str, str]) ->
              f"({', '.join(f'{v:.3g}' for v in prediction.map)})",
              f"- {len(prediction.samples)} posterior samples simulated in {prediction.seconds:.0f} s",
              "- Days after the initial condition; volumes in mL (1 mL = 1000 mm^3)", "",
-             "| day | T1 mean ± std | T2 mean ± std | T1 MAP | T2 MAP | observed T2 | Dice T2 (MAP) |",
-             "|---|---|---|---|---|---|---|"]
+             "| day | T1 mean ± std | T2 mean ± std | T1 MAP | T2 MAP | observed T2 | Dice T2 (MAP) | "
+             "observed T1 | Dice T1 (MAP) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in prediction.table():
-        obs = row.get("T2_observed_mm3")
+        obs, obs1 = row.get("T2_observed_mm3"), row.get("T1_observed_mm3")
         lines.append(
             f"| {row['day']:g} | {row['T1_mean_mm3'] / 1e3:.2f} ± {row['T1_std_mm3'] / 1e3:.2f} | "
             f"{row['T2_mean_mm3'] / 1e3:.2f} ± {row['T2_std_mm3'] / 1e3:.2f} | "
             f"{row['T1_map_mm3'] / 1e3:.2f} | {row['T2_map_mm3'] / 1e3:.2f} | "
             f"{'' if obs is None else format(obs / 1e3, '.2f')} | "
-            f"{'' if obs is None else format(row['T2_dice_map'], '.3f')} |")
+            f"{'' if obs is None else format(row['T2_dice_map'], '.3f')} | "
+            f"{'' if obs1 is None else format(obs1 / 1e3, '.2f')} | "
+            f"{'' if obs1 is None else format(row['T1_dice_map'], '.3f')} |")
     lines += ["", "## Files", ""] + [f"- `{name}`: {what}" for what, name in files.items()] + [""]
     return "\n".join(lines)
 

@@ -22,7 +22,7 @@ from .run import POSTERIOR_FORMAT, POSTERIOR_FORMAT_VERSION, InferenceRun
 if TYPE_CHECKING:
     from ..simulator import TumorSimulator
 
-__all__ = ["posterior_predictive_check", "ppc_figure", "run_report", "write_run"]
+__all__ = ["model_grid", "posterior_predictive_check", "ppc_figure", "run_report", "write_run"]
 
 
 def write_run(directory: Path, run: InferenceRun, prior_name: str, seconds: float) -> dict[str, str]:
@@ -52,7 +52,7 @@ def write_run(directory: Path, run: InferenceRun, prior_name: str, seconds: floa
              "posterior predictive check (Dice and volumes of posterior draws)": "ppc.png",
              "posterior predictive check (JSON)": "ppc.json", "patient inputs on the model grid": "patient.npz",
              "this report": "report.md"}
-    (directory / "report.md").write_text(run_report(run, prior_name, seconds, files, check))
+    (directory / "report.md").write_text(run_report(run, prior_name, seconds, files, check, simulator))
     manifest = {"format": POSTERIOR_FORMAT, "format_version": POSTERIOR_FORMAT_VERSION,
                 "package_version": package_version(), "prior": prior_name,
                 "prior_bounds": run.prior_bounds, "truth": run.truth, "files": files}
@@ -60,8 +60,15 @@ def write_run(directory: Path, run: InferenceRun, prior_name: str, seconds: floa
     return files
 
 
+def model_grid(simulator: TumorSimulator) -> str:
+    """The observation window as the console and the report both describe it."""
+    roi = simulator.roi
+    edges = " x ".join(f"{n * h:.0f}" for n, h in zip(roi.shape, roi.spacing))
+    return f"ROI {' x '.join(map(str, roi.shape))} voxels of {roi.spacing[0]:g} mm ({edges} mm)"
+
+
 def run_report(run: InferenceRun, prior_name: str, seconds: float, files: dict[str, str],
-            check: dict[str, Any]) -> str:
+               check: dict[str, Any], simulator: TumorSimulator) -> str:
     result, patient = run.result, run.patient
     s = result.samples.double()
     q = torch.quantile(s, torch.tensor([0.05, 0.5, 0.95], dtype=s.dtype), dim=0)
@@ -73,7 +80,7 @@ def run_report(run: InferenceRun, prior_name: str, seconds: float, files: dict[s
         f"- Fitted segmentations: day {patient.day:g} after the initial condition; "
         f"T2 volume {patient.t2.sum() * patient.anatomy.voxel_volume / 1000:.1f} mL, "
         f"T1 core {patient.t1.sum() * patient.anatomy.voxel_volume / 1000:.1f} mL",
-        f"- Model grid: {patient.anatomy.spacing[0]:g} mm, ROI edge {patient.roi_size_mm:.0f} mm",
+        f"- Model grid: {model_grid(simulator)} (the model runs on the whole anatomy)",
         f"- Prior: {prior_name}, " + ", ".join(
             f"{n} in [{lo:.3g}, {hi:.3g}]" for n, lo, hi in zip(PARAMETER_NAMES, *run.prior_bounds)),
         f"- Method: {result.method}, {len(result.training)} rounds, {result.num_simulations} simulations "

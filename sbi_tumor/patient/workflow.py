@@ -42,7 +42,7 @@ from ..inference import run_sequential_npe
 from ..io import atomic_output_dir
 from ..prior import make_prior
 from .inputs import load_patient
-from .report import write_run
+from .report import model_grid, write_run
 from .run import InferenceRun
 from .store import open_store, stored_simulate
 
@@ -95,8 +95,7 @@ def infer_patient(t1: str | Path, t2: str | Path, day: float, *, out_dir: str | 
     bounds = prior_bounds(prior)
     simulator = patient.simulator()
     x_o = patient.observation(simulator)
-    _say(progress, f"Model grid: ROI {simulator.roi.shape} voxels of "
-                   f"{simulator.roi.spacing[0]:g} mm around the tumour; fitting day {patient.day:g}.")
+    _say(progress, f"Model grid: {model_grid(simulator)} around the tumour; fitting day {patient.day:g}.")
 
     settings = {"patient": patient.fingerprint(), "prior": prior_name, "prior_bounds": bounds,
                 # where simulations run does not change the result: a run may resume elsewhere
