@@ -154,12 +154,24 @@ def _inference_config(args: argparse.Namespace):
                            augment=args.augment)
 
 
+def _segmentations(args: argparse.Namespace) -> tuple[str, str | None]:
+    """``(t1, t2)`` for ``load_patient``: two binary masks, or a label map and None."""
+    if args.seg is not None:
+        if args.t1 is not None or args.t2 is not None:
+            raise ValueError("Give --seg (a label map) or --t1 and --t2 (binary masks), not both.")
+        return args.seg, None
+    if args.t1 is None or args.t2 is None:
+        raise ValueError("Give the segmentations: --t1 T1.nii.gz --t2 T2.nii.gz (binary masks), or --seg SEG.nii.gz "
+                         "(a BraTS label map).")
+    return args.t1, args.t2
+
+
 def cmd_infer(args: argparse.Namespace) -> int:
     from .patient.workflow import infer_patient
 
     t0 = time.perf_counter()
     try:
-        run = infer_patient(args.t1, args.t2, args.day, adc=args.adc, t2_initial=args.t2_initial,
+        run = infer_patient(*_segmentations(args), args.day, adc=args.adc, t2_initial=args.t2_initial,
                             seed_mm=args.seed_mm, anatomy=anatomy_from_args(args), prior=args.prior,
                             config=_inference_config(args), ratio=args.ratio, out_dir=args.out,
                             resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
@@ -347,8 +359,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "a first scan (--adc; DAY = days from that scan to the segmentations), with cell "
                     "density inversely proportional to ADC inside that scan's T2 segmentation "
                     "(--t2-initial). Writes posterior samples, MAP, the posterior, plots and a report.")
-    p.add_argument("--t1", required=True, help="binary T1-gadolinium (core) segmentation, NIfTI")
-    p.add_argument("--t2", required=True, help="binary T2/FLAIR segmentation, NIfTI")
+    seg = p.add_argument_group("segmentations (--t1 and --t2, or --seg)")
+    seg.add_argument("--t1", help="binary T1-gadolinium (core) segmentation, NIfTI; may be empty (no enhancing core)")
+    seg.add_argument("--t2", help="binary T2/FLAIR segmentation, NIfTI")
+    seg.add_argument("--seg", help="a label map instead of --t1/--t2, read by --labels")
+    seg.add_argument("--labels", choices=["brats"], default="brats",
+                     help="labels of --seg: brats = 1 necrosis, 2 oedema, 4 (or 3 since 2023) enhancing; "
+                          "T1 core = enhancing + necrosis, T2 extent = all three")
     p.add_argument("--day", type=POSITIVE, required=True, help="days from the initial condition to --t1/--t2")
     initial = p.add_mutually_exclusive_group(required=True)
     initial.add_argument("--adc", help="ADC map of the first scan (the initial condition)")

@@ -376,3 +376,40 @@ def test_store_errors(tmp_path):
         store.write(0, [1, 1], theta, x)
     with pytest.raises(StoreError, match="Round 7 is not in the store"):
         store.load(7)
+
+
+@pytest.mark.parametrize("enhancing", [4, 3])
+def test_brats_label_maps_give_the_core_and_the_extent(tmp_path, enhancing):
+    from sbi_tumor.patient.inputs import load_brats, load_segmentations
+
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[2:7, 2:7, 2:8] = 2                       # oedema
+    labels[3:6, 3:6, 3:7] = enhancing               # enhancing rim
+    labels[4, 4, 4:6] = 1                           # necrosis
+    path = write(tmp_path / "seg.nii.gz", labels)
+    t1, t2, affine = load_brats(path)
+    assert t1.sum() == 3 * 3 * 4 and t2.sum() == 5 * 5 * 6 and (t1 <= t2).all()
+    np.testing.assert_array_equal(affine, AFFINE)
+    assert all(np.array_equal(a, b) for a, b in zip(load_segmentations(path, None), (t1, t2, affine)))
+
+
+def test_brats_without_an_enhancing_core_has_an_empty_t1(tmp_path):
+    from sbi_tumor.patient.inputs import load_brats
+
+    t1, t2, _ = load_brats(write(tmp_path / "seg.nii.gz", ball(2).astype(np.uint8) * 2))
+    assert not t1.any() and t2.sum() == ball(2).sum()
+
+
+@pytest.mark.parametrize("values, message", [
+    ((0, 1, 2, 5), r"labels \[5\] that BraTS does not use"),
+    ((0, 2, 3, 4), r"holds both 3 and 4"),
+    ((0,), r"no tumour voxel"),
+    ((0, 1.5), r"non-integer values"),
+])
+def test_brats_label_maps_refuse_what_brats_does_not_use(tmp_path, values, message):
+    from sbi_tumor.patient.inputs import load_brats
+
+    labels = np.zeros(SHAPE, np.float32)
+    labels.flat[:len(values)] = values
+    with pytest.raises(InputError, match=message):
+        load_brats(write(tmp_path / "seg.nii.gz", labels))

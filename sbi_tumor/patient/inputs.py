@@ -28,6 +28,7 @@ __all__ = [
     "InputError",
     "Patient",
     "adc_to_density",
+    "load_brats",
     "check_day",
     "load_adc",
     "load_label_map",
@@ -114,18 +115,57 @@ def load_label_map(path: str | Path, labels: Sequence[int],
     return mask, np.asarray(img.affine, dtype=np.float64)
 
 
+#: BraTS label conventions: necrotic core 1, oedema 2, enhancing tumour 4 (BraTS 2012-2021) or 3
+#: (BraTS 2023 and later). The T1-gadolinium core is enhancing + necrosis, the T2/FLAIR extent all
+#: three.
+BRATS_NECROSIS, BRATS_OEDEMA, BRATS_ENHANCING = 1, 2, (4, 3)
+
+
+def load_brats(path: str | Path, name: str = "BraTS segmentation") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """T1 core and T2 extent of a BraTS label map: (t1 bool, t2 bool, (4, 4) affine).
+
+    Both numberings are read (enhancing 4 or 3, told apart by which occurs); any other label, or
+    both 3 and 4, raises an ``InputError``. A map without enhancing or necrotic voxels has an
+    empty T1 core, which is a valid observation.
+    """
+    img, data = _load_volume(path, name)
+    if not (np.all(np.isfinite(data)) and np.array_equal(data, np.round(data))):
+        raise InputError(f"{name} {path} has non-integer values; a BraTS label map holds the labels 0, 1, 2 "
+                         "and 4 (or 3).")
+    found = {int(v) for v in np.unique(data)}
+    unknown = found - {0, BRATS_NECROSIS, BRATS_OEDEMA, *BRATS_ENHANCING}
+    if unknown:
+        raise InputError(f"{name} {path} has labels {sorted(unknown)} that BraTS does not use (0 background, "
+                         "1 necrosis, 2 oedema, 4 or 3 enhancing); relabel them, or give binary --t1/--t2 masks.")
+    if set(BRATS_ENHANCING) <= found:
+        raise InputError(f"{name} {path} holds both 3 and 4: BraTS marks enhancing tumour with one of them "
+                         "(4 until 2021, 3 since 2023); relabel the map to one convention.")
+    enhancing = data == (3 if 3 in found else 4)
+    t1 = enhancing | (data == BRATS_NECROSIS)
+    t2 = t1 | (data == BRATS_OEDEMA)
+    if not t2.any():
+        raise InputError(f"{name} {path} has no tumour voxel (labels 1, 2, 4 or 3); check that it is the "
+                         "right file.")
+    return t1, t2, np.asarray(img.affine, dtype=np.float64)
+
+
 def _same_grid(shape_a, affine_a, shape_b, affine_b) -> bool:
     return tuple(shape_a) == tuple(shape_b) and np.allclose(affine_a, affine_b, atol=_AFFINE_ATOL)
 
 
-def load_segmentations(t1_path: str | Path, t2_path: str | Path,
+def load_segmentations(t1_path: str | Path, t2_path: str | Path | None,
                        max_outside: float = 0.01) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """T1 core and T2 masks on one grid: (t1 bool, t2 bool, (4, 4) affine).
+
+    With ``t2_path`` None, ``t1_path`` is a BraTS label map (see
+    [`load_brats`][sbi_tumor.patient.inputs.load_brats]).
 
     The T1 core must lie inside the T2 region (T2 sees more of the tumour). If a fraction of at
     most ``max_outside`` of the T1 voxels lies outside, those voxels (segmentation noise) are
     added to the T2 mask with a warning; more than that raises.
     """
+    if t2_path is None:
+        return load_brats(t1_path)
     # A tumour without an enhancing core (common in low-grade glioma) is a valid observation: the
     # density stays below u_T1 everywhere, which the simulator and the likelihood both express.
     t1, affine = load_mask(t1_path, "T1 segmentation", allow_empty=True)
@@ -306,15 +346,16 @@ class Patient:
                        roi_size_mm=float(f["roi_size_mm"]), ratio=float(f["ratio"]))
 
 
-def load_patient(t1: str | Path, t2: str | Path, day: float, *, adc: str | Path | None = None,
+def load_patient(t1: str | Path, t2: str | Path | None, day: float, *, adc: str | Path | None = None,
                  t2_initial: str | Path | None = None, seed_mm: Sequence[float] | None = None,
                  anatomy: Anatomy | None = None, ratio: float = 10.0, roi_margin_mm: float = 16.0,
                  min_roi_mm: float = 64.0) -> Patient:
     """Read and check one patient's images; every problem raises an ``InputError`` saying what to fix.
 
     Args:
-        t1: binary NIfTI segmentations (T1-gadolinium core, T2/FLAIR region) to fit.
-        t2: binary NIfTI segmentations (T1-gadolinium core, T2/FLAIR region) to fit.
+        t1: binary NIfTI segmentation of the T1-gadolinium core to fit (empty: no enhancing core),
+            or, with ``t2`` None, a BraTS label map ([`load_brats`][sbi_tumor.patient.inputs.load_brats]).
+        t2: binary NIfTI segmentation of the T2/FLAIR region to fit; None for a BraTS ``t1``.
         day: days from the initial condition to ``t1``/``t2`` (see the module docstring).
         adc: ADC map of the first scan: the initial density (give this or ``seed_mm``).
         t2_initial: T2 segmentation of the ADC scan, inside which ADC defines the density;

@@ -48,7 +48,7 @@ from .store import open_store, stored_simulate
 
 __all__ = ["infer_patient", "prior_bounds"]
 
-def infer_patient(t1: str | Path, t2: str | Path, day: float, *, out_dir: str | Path,
+def infer_patient(t1: str | Path, t2: str | Path | None, day: float, *, out_dir: str | Path,
                   adc: str | Path | None = None, t2_initial: str | Path | None = None,
                   seed_mm: Sequence[float] | None = None, anatomy: Anatomy | None = None,
                   prior: str | Distribution = "human", config: InferenceConfig | None = None,
