@@ -9,12 +9,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, get_args
 
-__all__ = ["DEFAULT_AUGMENT", "EMBEDDING_NAMES", "MAX_STEPS", "InferenceConfig", "METHODS", "Method", "PARAMETER_LABELS",
+__all__ = ["DEFAULT_AUGMENT", "EMBEDDING_NAMES", "INFILTRATION_LEVELS", "MAX_STEPS", "InferenceConfig", "METHODS", "Method", "PARAMETER_LABELS",
            "PARAMETER_NAMES", "PRESETS", "PriorPreset", "SEED_SIGMA_MM"]
 
 #: Most time steps ``sbi-tumor simulate`` runs without ``--max-steps`` (a human-prior tumour at the
 #: fastest D of the prior needs about 2,300 steps per 1,000 days on the 2 mm atlas).
 MAX_STEPS = 100_000
+
+#: Cell-density levels c of the infiltration maps P(u > c | data): well below the detection
+#: thresholds (the human prior's u_T2 is 0.05-0.6), where tumour cells are present but invisible.
+INFILTRATION_LEVELS: tuple[float, ...] = (0.01, 0.05)
 
 #: Embedding nets by name (``sbi_tumor.embedding.EMBEDDINGS`` maps them to their classes).
 EMBEDDING_NAMES: tuple[str, ...] = ("cnn", "mlp", "radial")

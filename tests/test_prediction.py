@@ -69,6 +69,25 @@ def test_prediction_shapes_and_volumes(case, prediction):
     assert observed["T2_observed_mm3"] == pytest.approx(truth_t2)
 
 
+def test_infiltration_maps_are_probabilities_that_reach_beyond_the_visible_tumour(case, prediction):
+    from sbi_tumor.config import INFILTRATION_LEVELS
+
+    _, run = case
+    p = prediction.infiltration
+    assert prediction.levels == INFILTRATION_LEVELS
+    assert p.shape == (len(INFILTRATION_LEVELS), len(prediction.days)) + run.patient.anatomy.shape
+    assert p.min() >= 0 and p.max() <= 1 and (p * 6 == np.round(p * 6)).all()  # fractions of 6 samples
+    assert (p[0] >= p[1]).all()  # u > 0.01 wherever u > 0.05
+    assert (p[:, :, ~run.patient.anatomy.tissue] == 0).all()  # no cells outside tissue
+    # each sample's visible T2 region (u >= u_T2 > 0.05) lies inside its u > 0.05 region, and
+    # cells reach beyond it
+    j = prediction.days.tolist().index(run.patient.day)
+    assert (prediction.samples[:, 3] > INFILTRATION_LEVELS[1]).all()
+    assert (p[1, j] > 0).sum() > run.patient.t2.sum()
+    mean = prediction.mean_density
+    assert mean.shape == (len(prediction.days),) + run.patient.anatomy.shape and 0 <= mean.min() <= mean.max() <= 1
+
+
 def test_dice_is_one_against_the_prediction_itself(case, prediction, tmp_path):
     patient, run = case
     day = float(prediction.days[-1])
@@ -90,6 +109,9 @@ def test_saved_prediction_is_complete_and_on_the_input_grid(case, prediction, tm
     table = np.genfromtxt(out / "volumes.csv", delimiter=",", names=True)
     assert table["day"].tolist() == prediction.days.tolist()
     assert "Dice" in (out / "report.md").read_text()
+    infiltration = nib.load(str(out / f"infiltration_c0.01_day{patient.later_day:g}.nii.gz"))
+    np.testing.assert_allclose(np.asarray(infiltration.dataobj), prediction.infiltration[0, j], atol=1e-6)
+    assert (out / "infiltration.png").stat().st_size > 10_000
 
 
 def test_outputs_are_resampled_to_a_finer_input_grid(case, prediction, tmp_path):

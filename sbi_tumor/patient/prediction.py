@@ -21,11 +21,12 @@ from matplotlib.figure import Figure
 from .. import plots
 from ..identifiability import front_speed
 from ..observation import dice
+from ..config import INFILTRATION_LEVELS
 from ..io import atomic_output_dir, save_nifti
 from .inputs import check_day, load_mask, to_anatomy_grid
 from .run import InferenceRun, load_run
 
-__all__ = ["Prediction", "predict", "save_prediction"]
+__all__ = ["Prediction", "infiltration_figure", "predict", "save_prediction", "volume_plot"]
 
 _REGIONS = ("T1", "T2")
 
@@ -46,6 +47,11 @@ class Prediction:
             ``map_curves`` hold the volumes there (same layout as ``volumes``/``map_volumes``).
         observed: per observed day, the observed volumes and Dice of MAP and samples.
         observed_labels: per observed day, the observed label map on the anatomy grid (uint8).
+        levels: the cell-density levels c of ``infiltration``, ``(n_levels,)``.
+        infiltration: P(u > c) over the posterior samples, per level and day, on the anatomy
+            grid, float32 ``(n_levels, n_days, nx, ny, nz)``: where tumour cells are likely,
+            also below the visible margin.
+        mean_density: posterior mean density per day, float32 ``(n_days, nx, ny, nz)``.
         seconds: wall time of the prediction.
     """
 
@@ -61,6 +67,9 @@ class Prediction:
     map_curves: dict[str, np.ndarray]
     observed: dict[float, dict[str, float]] = field(default_factory=dict)
     observed_labels: dict[float, np.ndarray] = field(default_factory=dict)
+    levels: tuple[float, ...] = ()
+    infiltration: np.ndarray | None = None
+    mean_density: np.ndarray | None = None
     seconds: float = 0.0
 
     def table(self) -> list[dict[str, float]]:
@@ -79,7 +88,8 @@ class Prediction:
 def predict(run: InferenceRun | str | Path, days: Sequence[float], *, num_samples: int = 100,
             observed_t2: Mapping[float, str | Path] | None = None,
             observed_t1: Mapping[float, str | Path] | None = None, seed: int = 0,
-            curve_points: int = 25, progress: bool = True) -> Prediction:
+            curve_points: int = 25, levels: Sequence[float] = INFILTRATION_LEVELS,
+            progress: bool = True) -> Prediction:
     """Simulate the MAP and ``num_samples`` posterior samples forward to ``days``.
 
     Args:
@@ -92,6 +102,7 @@ def predict(run: InferenceRun | str | Path, days: Sequence[float], *, num_sample
             their days are added to ``days``.
         seed: torch seed of the posterior sampling.
         curve_points: number of days from 0 to the last day at which volumes are plotted.
+        levels: cell-density levels c of the infiltration maps P(u > c), each in (0, 1).
         progress: progress bar over the sample runs.
     """
     from tqdm.auto import tqdm
@@ -106,6 +117,9 @@ def predict(run: InferenceRun | str | Path, days: Sequence[float], *, num_sample
         raise ValueError(f"Give days > 0 (after the initial condition) to predict, got {days.tolist()}.")
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+    levels = tuple(float(c) for c in levels)
+    if not all(0 < c < 1 for c in levels):
+        raise ValueError(f"levels must lie in (0, 1) (cell densities), got {list(levels)}.")
     masks = {region: {d: _observed_mask(p, f"observed {region} segmentation (day {d:g})", run)
                       for d, p in files.items()} for region, files in observed.items()}
 
@@ -119,6 +133,8 @@ def predict(run: InferenceRun | str | Path, days: Sequence[float], *, num_sample
 
     curves = {region: np.empty((len(theta), len(curve_days))) for region in _REGIONS}
     scores = {(region, d): np.empty(len(theta)) for region in _REGIONS for d in masks[region]}
+    exceed = np.zeros((len(levels), len(days), *simulator.roi.shape), np.float32)  # counts, ROI grid
+    total = np.zeros((len(days), *simulator.roi.shape), np.float32)
     for i, t in enumerate(tqdm(theta, desc="prediction runs (MAP + samples)", unit="run",
                                disable=not progress)):
         density = simulator.density(t[None, :2], curve_days)[0]
@@ -130,6 +146,10 @@ def predict(run: InferenceRun | str | Path, days: Sequence[float], *, num_sample
         if i == 0:  # the MAP: keep its maps
             map_density = simulator.to_full_grid(density[at_days])
             map_labels = (map_density >= t[2]).astype(np.uint8) + (map_density >= t[3])
+        else:  # a posterior sample: count where it exceeds each level
+            for k, c in enumerate(levels):
+                exceed[k] += density[at_days] > c
+            total += density[at_days]
 
     comparison: dict[float, dict[str, float]] = {}
     observed_labels: dict[float, np.ndarray] = {}
@@ -145,7 +165,9 @@ def predict(run: InferenceRun | str | Path, days: Sequence[float], *, num_sample
         volumes={r: c[1:, at_days] for r, c in curves.items()},
         map_volumes={r: c[0, at_days] for r, c in curves.items()}, curve_days=curve_days,
         curves={r: c[1:] for r, c in curves.items()}, map_curves={r: c[0] for r, c in curves.items()},
-        observed=comparison, observed_labels=observed_labels, seconds=time.perf_counter() - started)
+        observed=comparison, observed_labels=observed_labels, levels=levels,
+        infiltration=np.stack([simulator.to_full_grid(e / num_samples) for e in exceed]),
+        mean_density=simulator.to_full_grid(total / num_samples), seconds=time.perf_counter() - started)
 
 
 def _observed_mask(path: Path, name: str, run: InferenceRun) -> np.ndarray:
@@ -183,6 +205,15 @@ def save_prediction(prediction: Prediction, run: InferenceRun | str | Path, out_
                 save_nifti(tmp / name, _to_input_grid(data, run, kind == "labels"), patient.input_affine,
                            dtype=np.uint8 if kind == "labels" else np.float32)
                 files[f"MAP {kind}, day {day:g} (input grid)"] = name
+            name = f"mean_density_day{day:g}.nii.gz"
+            save_nifti(tmp / name, _to_input_grid(prediction.mean_density[j], run, False), patient.input_affine,
+                       dtype=np.float32)
+            files[f"posterior mean density, day {day:g} (input grid)"] = name
+            for k, c in enumerate(prediction.levels):
+                name = f"infiltration_c{c:g}_day{day:g}.nii.gz"
+                save_nifti(tmp / name, _to_input_grid(prediction.infiltration[k, j], run, False),
+                           patient.input_affine, dtype=np.float32)
+                files[f"P(u > {c:g}), day {day:g} (input grid)"] = name
         columns = list(dict.fromkeys(k for row in rows for k in row))  # first-seen order
         lines = [",".join(columns)] + [",".join(_fmt(row.get(c)) for c in columns) for row in rows]
         (tmp / "volumes.csv").write_text("\n".join(lines) + "\n")
@@ -195,8 +226,10 @@ def save_prediction(prediction: Prediction, run: InferenceRun | str | Path, out_
         plots.save_figure(volume_plot(prediction, fitted), tmp / "volumes.png")
         plots.save_figure(plots.slice_figure(patient.anatomy, _slice_panels(prediction, run)),
                           tmp / "slices.png")
+        plots.save_figure(infiltration_figure(prediction, run), tmp / "infiltration.png")
         files |= {"volumes per day (CSV)": "volumes.csv", "everything as JSON": "prediction.json",
                   "volume dynamics": "volumes.png", "predicted label maps": "slices.png",
+                  "infiltration beyond the visible margin, P(u > c)": "infiltration.png",
                   "this report": "report.md"}
         (tmp / "report.md").write_text(_report(prediction, run, files))
     return files
@@ -277,4 +310,31 @@ def volume_plot(prediction: Prediction, fitted: tuple[float, float, float] | Non
     ax.legend(fontsize=8, frameon=False)
     ax.set_title(f"Tumour volume: MAP and {len(prediction.samples)} posterior samples")
     fig.tight_layout()
+    return fig
+
+
+def infiltration_figure(prediction: Prediction, run: InferenceRun) -> Figure:
+    """P(u > c) at the last predicted day for each level (rows), three orthogonal slices through
+    the fitted tumour, with the fitted T2 region as a yellow contour and a colour key."""
+    anatomy, patient = run.patient.anatomy, run.patient
+    centre = np.rint(np.argwhere(patient.t2).mean(0)).astype(int)
+    background = anatomy.wm + 0.5 * anatomy.gm
+    day = prediction.days[-1]
+    fig, axes = plt.subplots(len(prediction.levels), 3, figsize=(9.5, 3.1 * len(prediction.levels)),
+                             squeeze=False)
+    image = None
+    for row, c in enumerate(prediction.levels):
+        for col, (view, axis) in enumerate((("axial", 2), ("coronal", 1), ("sagittal", 0))):
+            ax = axes[row, col]
+            index = [slice(None)] * 3
+            index[axis] = int(centre[axis])
+            index = tuple(index)
+            ax.imshow(background[index].T, cmap="gray", origin="lower", vmin=0, vmax=1)
+            p = np.ma.masked_less(prediction.infiltration[row, -1][index].T, 0.005)
+            image = ax.imshow(p, cmap="magma", origin="lower", vmin=0, vmax=1, alpha=0.85)
+            ax.contour(patient.t2[index].T.astype(float), levels=[0.5], colors="yellow", linewidths=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"P(u > {c:g}), day {day:g}\n{view}" if col == 0 else view, fontsize=9, loc="left")
+    fig.colorbar(image, ax=axes, shrink=0.8, label=f"posterior probability (yellow: fitted T2, day {patient.day:g})")
     return fig
