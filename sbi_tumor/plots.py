@@ -11,13 +11,23 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from .anatomy import Anatomy
 from .config import PARAMETER_LABELS, PARAMETER_NAMES
 
-__all__ = ["LABEL_CMAP", "pair_plot", "slice_figure", "save_figure"]
+__all__ = ["LABEL_CMAP", "POINT_COLOURS", "REGION_COLOURS", "pair_plot", "slice_figure", "save_figure"]
 
-_POINT_COLOURS = ("tab:red", "tab:green", "tab:orange")
+#: One colour per meaning in every figure: marked points (truth, MAP) and the two regions, the T2
+#: colour matching the label maps' yellow (T2 only) and the T1 colour their red (core).
+POINT_COLOURS = {"truth": "tab:green", "MAP": "tab:red"}
+REGION_COLOURS = {"T2": "goldenrod", "T1": "tab:red"}
+_OTHER_POINT_COLOURS = ("tab:blue", "tab:purple", "tab:brown")
+#: Resolution of saved figures (dots per inch): text stays legible on high-density screens.
+FIGURE_DPI = 130
+#: Length of the scale bar of slice figures (mm).
+SCALE_BAR_MM = 20.0
 #: Colours of label maps drawn over the anatomy: transparent healthy, yellow T2 only, red T1 core.
 LABEL_CMAP = ListedColormap([(0, 0, 0, 0), (1.0, 0.85, 0.0, 0.55), (0.9, 0.1, 0.1, 0.7)])
 
@@ -30,7 +40,8 @@ def pair_plot(samples: np.ndarray, limits: tuple[Sequence[float], Sequence[float
     from sbi.analysis import pairplot
 
     points = dict(points or {})
-    colours = _POINT_COLOURS[:len(points)]
+    others = iter(_OTHER_POINT_COLOURS)
+    colours = [POINT_COLOURS.get(name) or next(others) for name in points]
     fig, axes = pairplot(
         samples, points=[np.asarray(p)[None] for p in points.values()] or None,
         limits=None if limits is None else list(zip(*limits)), labels=list(PARAMETER_LABELS),
@@ -83,11 +94,20 @@ def slice_figure(anatomy: Anatomy, panels: Sequence[tuple[str, np.ndarray, np.nd
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(f"{title}\n{view}" if col == 0 else view, fontsize=9, loc="left")
-    fig.tight_layout()
+            if row == 0 and col == 0:  # a scale bar: the voxels of a view are anatomy.spacing apart
+                length = SCALE_BAR_MM / float(anatomy.spacing[0])
+                ax.plot([4, 4 + length], [3, 3], color="white", linewidth=2)
+                ax.text(4 + length / 2, 4, f"{SCALE_BAR_MM:g} mm", color="white", fontsize=7, ha="center",
+                        va="bottom")
+    key = [Patch(color=LABEL_CMAP(1), label="T2/FLAIR only"), Patch(color=LABEL_CMAP(2), label="T1-Gd core")]
+    if any(contours is not None for _, _, contours in panels):
+        key += [Line2D([], [], color="yellow", label="T2 contour"), Line2D([], [], color="red", label="T1 contour")]
+    fig.legend(handles=key, loc="lower center", ncol=len(key), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig
 
 
 def save_figure(fig: Figure, path) -> None:
     """Write ``fig`` (format from the suffix) and free it: pyplot keeps open figures alive."""
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=FIGURE_DPI)
     plt.close(fig)

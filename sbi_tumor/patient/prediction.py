@@ -289,7 +289,7 @@ def volume_plot(prediction: Prediction, fitted: tuple[float, float, float] | Non
     """Tumour volumes (mL) over days: posterior mean with 1 and 2 std bands, the MAP, the fitted
     segmentation's volumes ``fitted = (day, T1 mm^3, T2 mm^3)`` and any later observed volumes."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for region, colour in (("T2", "tab:orange"), ("T1", "tab:red")):
+    for region, colour in plots.REGION_COLOURS.items():
         curves = prediction.curves[region] / 1e3
         mean, std = curves.mean(0), curves.std(0)
         days = prediction.curve_days

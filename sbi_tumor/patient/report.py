@@ -170,7 +170,7 @@ def ppc_figure(check: Mapping) -> Figure:
     """The posterior predictive check of a run (``workflow.posterior_predictive_check``): per
     region, the Dice of the draws against the observation and their volumes against the observed."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for region, colour in (("T2", "tab:orange"), ("T1", "tab:red")):
+    for region, colour in plots.REGION_COLOURS.items():
         c = check[region]
         axes[0].hist(c["dice"], bins=20, range=(0, 1), color=colour, alpha=0.6, label=region)
         axes[1].hist(c["volume_ml"], bins=20, color=colour, alpha=0.6, label=f"{region}: posterior draws")
