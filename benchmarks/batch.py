@@ -33,9 +33,10 @@ import torch
 from sbi_tumor.anatomy import Anatomy, load_mni152
 from sbi_tumor.solver import FKSolver, seed_density
 from sbi_tumor.torch_solver import TorchFKSolver
+from sbi_tumor.config import SYNTHETIC_SEED_MM
 from _common import emit  # benchmarks/ is on sys.path when run as a script
 
-SEED_MM = (-30.0, 20.0, 30.0)
+SEED_MM = SYNTHETIC_SEED_MM
 D, RHO, DAYS, ROI_MM = 2.0, 0.6, 9.0, 80.0
 
 

@@ -32,7 +32,7 @@ import torch
 
 from sbi_tumor.anatomy import load_mni152
 from sbi_tumor.metrics import posterior_metrics
-from sbi_tumor.config import EMBEDDING_NAMES
+from sbi_tumor.config import SYNTHETIC_SEED_MM, EMBEDDING_NAMES
 from sbi_tumor.config import InferenceConfig
 from sbi_tumor.inference import run_sequential_npe
 from sbi_tumor.plots import pair_plot, save_figure
@@ -42,7 +42,7 @@ from sbi_tumor.prior import make_prior
 from sbi_tumor.runtime import set_threads
 from sbi_tumor.simulator import TumorSimulator
 
-SEED_MM = (-30.0, 20.0, 30.0)
+SEED_MM = SYNTHETIC_SEED_MM
 NAMES = ("D", "rho", "u_T1", "u_T2")
 # Truth 2 shows no T1 core at day 9 (peak density 0.23 < u_T1): a single iso-contour is observed.
 TRUTHS = [PRESETS["paper"].truth, (1.0, 0.9, 0.75, 0.3), (3.0, 0.3, 0.6, 0.15), (0.5, 1.0, 0.8, 0.2)]

@@ -27,10 +27,11 @@ import numpy as np
 import torch
 
 from sbi_tumor import TumorSimulator, load_mni152, make_prior
+from sbi_tumor.config import SYNTHETIC_SEED_MM
 from sbi_tumor.parallel import simulate
 from _common import emit  # benchmarks/ is on sys.path when run as a script
 
-SEED_MM, DAY, ROI_MM = (-30.0, 20.0, 30.0), 9.0, 64.0
+SEED_MM, DAY, ROI_MM = SYNTHETIC_SEED_MM, 9.0, 64.0
 
 
 def main(argv=None) -> dict:

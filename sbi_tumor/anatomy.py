@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import GREY_MATTER_RATIO
+
 __all__ = ["Anatomy", "load_mni152", "load_nifti_anatomy", "AnatomyError"]
 
 
@@ -115,7 +117,7 @@ class Anatomy:
         """Boolean mask of voxels where tumour cells can live, shape (nx, ny, nz)."""
         return (self.wm + self.gm) >= self.tissue_threshold
 
-    def relative_diffusivity(self, ratio: float = 10.0) -> np.ndarray:
+    def relative_diffusivity(self, ratio: float = GREY_MATTER_RATIO) -> np.ndarray:
         """``k = p_wm + p_gm / ratio`` inside tissue, 0 elsewhere; float32 (nx, ny, nz).
 
         Multiply by ``D_white`` (mm^2/day) to get the diffusivity map.
@@ -125,7 +127,7 @@ class Anatomy:
         k = self.wm + self.gm / np.float32(ratio)
         return np.where(self.tissue, k, np.float32(0)).astype(np.float32)
 
-    def diffusivity(self, d_white: float, ratio: float = 10.0) -> np.ndarray:
+    def diffusivity(self, d_white: float, ratio: float = GREY_MATTER_RATIO) -> np.ndarray:
         """Diffusivity map in mm^2/day: D_white in white matter, D_white/ratio in grey, 0 in CSF."""
         return np.float32(d_white) * self.relative_diffusivity(ratio)
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import __version__
-from .config import EMBEDDING_NAMES, MAX_STEPS, METHODS, PRESETS, SEED_SIGMA_MM
+from .config import EMBEDDING_NAMES, GREY_MATTER_RATIO, MAX_STEPS, METHODS, PRESETS, SEED_SIGMA_MM, SUMMARY_QUANTILES
 from .runtime import OPENMP_ENV
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def add_anatomy_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--resolution-mm", type=POSITIVE, default=None,
                        help="isotropic grid spacing to simulate on, an integer multiple of the input's "
                             "(default: 2 for the atlas, the maps' own spacing for --wm/--gm/--csf)")
-    group.add_argument("--ratio", type=_number(float, 1.0, strict=False), default=10.0, help="D_white / D_grey (default 10)")
+    group.add_argument("--ratio", type=_number(float, 1.0, strict=False), default=GREY_MATTER_RATIO, help="D_white / D_grey")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -187,7 +187,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
 def _summary_table(result) -> str:
     from .config import PARAMETER_NAMES
 
-    q = np.quantile(result.samples.numpy(), [0.05, 0.5, 0.95], axis=0)
+    q = np.quantile(result.samples.numpy(), SUMMARY_QUANTILES, axis=0)
     lines = [f"{'':6s} {'MAP':>9s} {'median':>9s} {'90% interval':>22s}"]
     lines += [f"{name:6s} {result.map[i]:9.3g} {q[1, i]:9.3g}   [{q[0, i]:8.3g}, {q[2, i]:8.3g}]"
               for i, name in enumerate(PARAMETER_NAMES)]

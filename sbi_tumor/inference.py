@@ -30,7 +30,7 @@ import torch
 from sbi.utils import BoxUniform
 from torch.distributions import Distribution
 
-from .config import InferenceConfig
+from .config import SUMMARY_QUANTILES, InferenceConfig
 
 from .embedding import make_embedding
 from .identifiability import contraction
@@ -74,7 +74,7 @@ class InferenceResult:
     def summary(self, names: Sequence[str] = ("D", "rho", "u_T1", "u_T2")) -> dict:
         """JSON-able summary: per-parameter mean, std, 5/50/95% quantiles, MAP; timings."""
         s = self.samples.double()
-        q = torch.quantile(s, torch.tensor([0.05, 0.5, 0.95], dtype=s.dtype), dim=0)
+        q = torch.quantile(s, torch.tensor(SUMMARY_QUANTILES, dtype=s.dtype), dim=0)
         params = {n: {"mean": float(s[:, i].mean()), "std": float(s[:, i].std()),
                       "q05": float(q[0, i]), "median": float(q[1, i]), "q95": float(q[2, i]),
                       "map": float(self.map[i])} for i, n in enumerate(names)}

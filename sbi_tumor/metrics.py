@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .identifiability import derived
-from .config import PARAMETER_NAMES
+from .config import PARAMETER_NAMES, SUMMARY_QUANTILES
 
 __all__ = ["c2st_score", "posterior_metrics"]
 
@@ -23,7 +23,7 @@ def posterior_metrics(samples: np.ndarray, map_: np.ndarray, truth: np.ndarray) 
     true_values = dict(zip(PARAMETER_NAMES, truth))
     true_values.update({k: float(v[0]) for k, v in derived(truth).items()})
     for name, values in columns.items():
-        lo, median, hi = np.quantile(values, [0.05, 0.5, 0.95])
+        lo, median, hi = np.quantile(values, SUMMARY_QUANTILES)
         mean, true = float(values.mean()), float(true_values[name])
         out[name] = {"truth": true, "mean": mean, "std": float(values.std()), "map": float(map_values[name]),
                      "q05": float(lo), "median": float(median), "q95": float(hi),

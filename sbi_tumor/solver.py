@@ -39,7 +39,7 @@ import numba
 import numpy as np
 
 from .anatomy import Anatomy, AnatomyError
-from .config import SEED_SIGMA_MM
+from .config import GREY_MATTER_RATIO, SEED_SIGMA_MM
 
 __all__ = ["SEED_SIGMA_MM", "SolverConfig", "Stencil", "FKSolver", "seed_density", "reference_step", "stable_step"]
 
@@ -57,7 +57,7 @@ class SolverConfig:
         backend: ``"numba"`` (parallel CPU kernel) or ``"numpy"`` (the readable reference).
     """
 
-    ratio: float = 10.0
+    ratio: float = GREY_MATTER_RATIO
     safety: float = 0.9
     max_reaction_step: float = 0.1
     active_tol: float = 1e-6
@@ -82,7 +82,7 @@ class Stencil:
     ``cz``), in 1/mm^2; all arrays have the padded shape ``(nx + 2, ny + 2, nz + 2)``, float32.
     """
 
-    def __init__(self, anatomy: Anatomy, ratio: float = 10.0):
+    def __init__(self, anatomy: Anatomy, ratio: float = GREY_MATTER_RATIO):
         k = np.pad(anatomy.relative_diffusivity(ratio).astype(np.float64), 1)
         h2 = anatomy.spacing ** 2
         faces = []

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import EMBEDDING_NAMES, METHODS, PRESETS, InferenceConfig
+from ..config import EMBEDDING_NAMES, METHODS, PRESETS, SYNTHETIC_SEED_MM, InferenceConfig
 
 __all__ = ["BenchmarkConfig", "CASE_SEEDS_MM"]
 
 
 #: Seed point of the synthetic tumours of the benchmark cases (frontal white matter, world mm).
-CASE_SEEDS_MM: dict[str, tuple[float, float, float]] = {"paper": (-30.0, 20.0, 30.0)}
+CASE_SEEDS_MM: dict[str, tuple[float, float, float]] = {"paper": SYNTHETIC_SEED_MM}
 
 
 @dataclass

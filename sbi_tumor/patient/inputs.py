@@ -23,6 +23,7 @@ from ..anatomy import Anatomy, load_mni152
 from ..observation import masks_to_labels
 from ..simulator import InitialCondition, TumorSimulator
 from ..solver import SolverConfig
+from ..config import GREY_MATTER_RATIO
 
 __all__ = [
     "InputError",
@@ -297,7 +298,7 @@ class Patient:
     input_shape: tuple[int, int, int]
     input_affine: np.ndarray
     roi_size_mm: float
-    ratio: float = 10.0
+    ratio: float = GREY_MATTER_RATIO
 
     def simulator(self, roi_size_mm: float | None = None, day: float | None = None) -> TumorSimulator:
         """The batched simulator of this patient (at ``day``, by default the fitted day)."""
@@ -348,7 +349,7 @@ class Patient:
 
 def load_patient(t1: str | Path, t2: str | Path | None, day: float, *, adc: str | Path | None = None,
                  t2_initial: str | Path | None = None, seed_mm: Sequence[float] | None = None,
-                 anatomy: Anatomy | None = None, ratio: float = 10.0, roi_margin_mm: float = 16.0,
+                 anatomy: Anatomy | None = None, ratio: float = GREY_MATTER_RATIO, roi_margin_mm: float = 16.0,
                  min_roi_mm: float = 64.0) -> Patient:
     """Read and check one patient's images; every problem raises an ``InputError`` saying what to fix.
 

@@ -16,7 +16,7 @@ from ..identifiability import WEAK_CONTRACTION, derived, weakly_determined
 from ..inference import save_result
 from ..io import package_version
 from ..observation import dice
-from ..config import PARAMETER_NAMES
+from ..config import PARAMETER_NAMES, SUMMARY_QUANTILES
 from .run import POSTERIOR_FORMAT, POSTERIOR_FORMAT_VERSION, InferenceRun
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def run_report(run: InferenceRun, prior_name: str, seconds: float, files: dict[s
                check: dict[str, Any], simulator: TumorSimulator) -> str:
     result, patient = run.result, run.patient
     s = result.samples.double()
-    q = torch.quantile(s, torch.tensor([0.05, 0.5, 0.95], dtype=s.dtype), dim=0)
+    q = torch.quantile(s, torch.tensor(SUMMARY_QUANTILES, dtype=s.dtype), dim=0)
     initial = (f"seed point {patient.initial.seed_mm} mm" if patient.initial.seed_mm is not None
                else "cell density from the ADC map (inversely proportional to ADC inside T2)")
     lines = [
@@ -97,7 +97,7 @@ def run_report(run: InferenceRun, prior_name: str, seconds: float, files: dict[s
         lines.append(row)
     samples = result.samples.numpy()
     for name, values in derived(samples).items():
-        lo, mid, hi = np.quantile(values, [0.05, 0.5, 0.95])
+        lo, mid, hi = np.quantile(values, SUMMARY_QUANTILES)
         unit = "mm/day" if name == "front_speed" else "mm"
         lines.append(f"| {name.replace('_', ' ')} [{unit}] | {derived(result.map.numpy())[name][0]:.3g} "
                      f"| {mid:.3g} | [{lo:.3g}, {hi:.3g}] | |" + (
@@ -122,8 +122,8 @@ def run_report(run: InferenceRun, prior_name: str, seconds: float, files: dict[s
               "|---|---|---|---|---|"]
     for region in ("T2", "T1"):
         c = check[region]
-        d_lo, d_mid, d_hi = np.quantile(c["dice"], [0.05, 0.5, 0.95])
-        v_lo, v_mid, v_hi = np.quantile(c["volume_ml"], [0.05, 0.5, 0.95])
+        d_lo, d_mid, d_hi = np.quantile(c["dice"], SUMMARY_QUANTILES)
+        v_lo, v_mid, v_hi = np.quantile(c["volume_ml"], SUMMARY_QUANTILES)
         lines.append(f"| {region} | {d_mid:.3f} [{d_lo:.3f}, {d_hi:.3f}] | {v_mid:.2f} [{v_lo:.2f}, {v_hi:.2f}] "
                      f"| {c['observed_volume_ml']:.2f} | {c['observed_volume_quantile']:.2f} |")
     lines += ["", "A quantile near 0 or 1, or a low Dice, means the posterior does not reproduce the data: "

@@ -12,7 +12,7 @@ import numpy as np
 from ..anatomy import Anatomy, load_mni152
 from ..io import atomic_output_dir, save_nifti
 from ..observation import label_map
-from ..config import PARAMETER_LABELS, PARAMETER_NAMES, PRESETS
+from ..config import PARAMETER_LABELS, PARAMETER_NAMES, PRESETS, SYNTHETIC_SEED_MM
 from ..simulator import TumorSimulator
 
 __all__ = ["SyntheticPatient", "make_synthetic_patient"]
@@ -48,7 +48,7 @@ class SyntheticPatient:
 
 
 def make_synthetic_patient(out_dir: str | Path, *, anatomy: Anatomy | None = None,
-                           seed_mm: Sequence[float] = (-30.0, 20.0, 30.0),
+                           seed_mm: Sequence[float] = SYNTHETIC_SEED_MM,
                            truth: Sequence[float] = PRESETS["paper"].truth,
                            scan_days: Sequence[float] = (7.0, 10.0, 12.0),
                            adc_healthy: float = 0.8e-3, adc_noise: float = 0.02,

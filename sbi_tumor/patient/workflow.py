@@ -37,7 +37,7 @@ import torch
 from torch.distributions import Distribution
 
 from ..anatomy import Anatomy
-from ..config import InferenceConfig
+from ..config import GREY_MATTER_RATIO, InferenceConfig
 from ..inference import run_sequential_npe
 from ..io import atomic_output_dir
 from ..prior import make_prior
@@ -52,7 +52,7 @@ def infer_patient(t1: str | Path, t2: str | Path | None, day: float, *, out_dir:
                   adc: str | Path | None = None, t2_initial: str | Path | None = None,
                   seed_mm: Sequence[float] | None = None, anatomy: Anatomy | None = None,
                   prior: str | Distribution = "human", config: InferenceConfig | None = None,
-                  ratio: float = 10.0, resume: bool = False, overwrite: bool = False,
+                  ratio: float = GREY_MATTER_RATIO, resume: bool = False, overwrite: bool = False,
                   progress: bool = True, truth: Sequence[float] | None = None) -> InferenceRun:
     """Posterior over (D, rho, u_T1, u_T2) for one patient, written to ``out_dir``.
 
