@@ -434,7 +434,11 @@ def _check_output(args: argparse.Namespace) -> None:
     except OSError:
         raise ValueError(f"--out {out}: cannot create it, {parent} is not a writable directory; choose another "
                          "--out.") from None
-    if getattr(args, "resume", False) and not out.with_name(out.name + ".partial").exists():
+    work = out.with_name(out.name + ".partial")
+    if hasattr(args, "resume") and work.exists() and not args.resume:
+        raise FileExistsError(f"An interrupted run left its simulations in {work}; continue it with --resume, or "
+                              f"delete {work} to start afresh.")
+    if getattr(args, "resume", False) and not work.exists():
         raise ValueError(f"--resume: there is no interrupted run to continue ({out.name}.partial is missing "
                          f"next to --out {out}); drop --resume to start afresh.")
 

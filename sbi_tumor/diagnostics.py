@@ -31,6 +31,7 @@ import torch
 from torch.distributions import Distribution
 
 from .config import PARAMETER_NAMES
+from .sbi_compat import SAMPLING_BATCH_NOTE
 
 __all__ = ["COVERAGE_90_RANGE", "KS_MIN_PVALUE", "Calibration", "calibrate", "coverage_from_ranks",
            "held_out_pairs", "rank_plot", "tarp_plot"]
@@ -142,7 +143,8 @@ def calibrate(posterior: Any, theta: torch.Tensor, x: torch.Tensor, num_posterio
 
     theta = torch.as_tensor(theta, dtype=torch.float32)
     x = torch.as_tensor(x, dtype=torch.float32)
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=SAMPLING_BATCH_NOTE)
         torch.manual_seed(seed)
         ranks, dap = run_sbc(theta, x, posterior, num_posterior_samples=num_posterior_samples,
                              show_progress_bar=False)

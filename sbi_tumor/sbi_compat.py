@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["CONSTANT_DATA_WARNING", "EPOCH_CAP_WARNING", "epoch_cap_rounds", "explained_failures", "quiet",
+__all__ = ["CONSTANT_DATA_WARNING", "EPOCH_CAP_WARNING", "SAMPLING_BATCH_NOTE", "epoch_cap_rounds", "explained_failures", "quiet",
            "sample_truncated"]
 
 
@@ -57,6 +57,10 @@ EPOCH_CAP_WARNING = "Maximum number of epochs"
 #: sbi's warning for constant dimensions of x (label maps have many constant voxels; x is not
 #: z-scored here, z_score_x="none", so the warning does not apply).
 CONSTANT_DATA_WARNING = "Data has constant values"
+
+
+#: sbi's note when it lowers its own sampling batch size for memory (nothing to act on).
+SAMPLING_BATCH_NOTE = "Capping max_sampling_batch_size"
 
 
 @contextmanager

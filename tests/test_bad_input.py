@@ -198,3 +198,12 @@ def test_a_tumour_without_an_enhancing_core_is_a_valid_observation(files):
 
     t1, t2, _ = load_segmentations(files["empty"], files["t2"])
     assert not t1.any() and t2.sum() == 64
+
+
+def test_a_leftover_work_area_is_refused_without_resume_before_any_work(files, tmp_path, capsys):
+    out = tmp_path / "fit"
+    (tmp_path / "fit.partial").mkdir()
+    argv = INFER.format(**files).split() + ["--out", str(out)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "An interrupted run left its simulations in" in err and "--resume" in err and not out.exists()

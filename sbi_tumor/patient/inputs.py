@@ -83,8 +83,8 @@ def load_mask(path: str | Path, name: str = "T1 segmentation",
     if not np.all(np.isin(values, (0, 1))):
         shown = ", ".join(f"{v:g}" for v in values[:10]) + (", ..." if values.size > 10 else "")
         integer = np.all(np.isfinite(values)) and np.all(values == np.round(values))
-        hint = ("it looks like a label map: pick the labels of this region with "
-                "load_label_map(path, labels=[...])" if integer else
+        hint = ("it looks like a label map: give a BraTS map as --seg FILE --labels brats (Python: "
+                "load_brats), or pick this region's labels with load_label_map(path, labels=[...])" if integer else
                 "it looks like a probability or intensity map: threshold it, e.g. save "
                 "(data > 0.5) with save_nifti, or use the segmentation tool's binary output")
         raise InputError(

@@ -189,8 +189,9 @@ def save_prediction(prediction: Prediction, run: InferenceRun | str | Path, out_
                     overwrite: bool = False) -> dict[str, str]:
     """Write a prediction to ``out_dir`` atomically; returns {description: file name}.
 
-    Files: ``map_density_day<d>.nii.gz`` and ``map_labels_day<d>.nii.gz`` on the grid of the input
-    segmentations, ``volumes.csv`` (per day: volume mean/std over samples, MAP volume, observed
+    Files: ``map_density_day<d>.nii.gz``, ``map_labels_day<d>.nii.gz``, ``mean_density_day<d>.nii.gz``
+    (posterior mean) and ``infiltration_c<c>_day<d>.nii.gz`` (P(u > c)) on the grid of the input
+    segmentations, ``infiltration.png``, ``volumes.csv`` (per day: volume mean/std over samples, MAP volume, observed
     volume and Dice), ``prediction.json``, ``volumes.png``, ``slices.png`` and ``report.md``.
     """
 
