@@ -46,7 +46,7 @@ def _subcommands(parser: argparse.ArgumentParser, prefix: str):
 def cli_reference() -> str:
     from sbi_tumor.cli import build_parser
 
-    os.environ["COLUMNS"] = "100"  # argparse wraps help text to the terminal width
+    os.environ["COLUMNS"] = "80"  # argparse wraps help text to the terminal width: the column shows 80
     parts = []
     for words, parser in _subcommands(build_parser(), "sbi-tumor"):
         level = "##" if words.count(" ") <= 1 else "###"
