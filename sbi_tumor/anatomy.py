@@ -160,8 +160,9 @@ class Anatomy:
         f = int(round(float(factor[0])))
         if not np.allclose(factor, f, atol=1e-3) or f < 1:
             raise AnatomyError(
-                f"Resolution {resolution_mm} mm is not an integer multiple of the spacing "
-                f"{tuple(np.round(spacing, 3))} mm; choose e.g. {2 * spacing[0]:g} mm."
+                f"Resolution {resolution_mm:g} mm is not an integer multiple of the spacing "
+                f"({', '.join(f'{v:g}' for v in np.round(spacing, 3))}) mm"
+                + (", and finer than it" if float(factor[0]) < 1 else "") + f"; choose e.g. {2 * spacing[0]:g} mm."
             )
         if f == 1:
             return self

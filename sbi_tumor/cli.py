@@ -23,6 +23,7 @@ import numpy as np
 
 from . import __version__
 from .config import EMBEDDING_NAMES, GREY_MATTER_RATIO, MAX_STEPS, METHODS, PRESETS, SEED_SIGMA_MM, SUMMARY_QUANTILES
+from .arguments import COORDINATE, COUNT, FRACTION, POSITIVE, SEED, number
 from .runtime import OPENMP_ENV
 
 if TYPE_CHECKING:
@@ -32,32 +33,6 @@ if TYPE_CHECKING:
 # when a command runs, so --help and argument errors answer at once.
 
 __all__ = ["main"]
-
-
-def _number(kind: type, low: float, *, strict: bool = True, high: float | None = None, what: str = ""):
-    """An argparse type: a finite ``kind`` above ``low`` (``>=`` unless ``strict``), at most ``high``."""
-    bound = f"> {low:g}" if strict else f">= {low:g}"
-    bound += "" if high is None else f" and < {high:g}"
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
-        if value != value or value in (float("inf"), float("-inf")) or (value <= low if strict else value < low) \
-                or (high is not None and value >= high):
-            noun = "an integer" if kind is int else "a finite number"
-            raise argparse.ArgumentTypeError(f"must be {noun} {bound}{what}, got {text}")
-        return value
-
-    parse.__name__ = f"{kind.__name__} {bound}"  # argparse names the type in its messages
-    return parse
-
-
-POSITIVE = _number(float, 0.0)
-FRACTION = _number(float, 0.0, high=1.0)
-COUNT = _number(int, 0)
-COORDINATE = _number(float, float("-inf"))
 
 
 def add_anatomy_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,7 +45,7 @@ def add_anatomy_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--resolution-mm", type=POSITIVE, default=None,
                        help="isotropic grid spacing to simulate on, an integer multiple of the input's "
                             "(default: 2 for the atlas, the maps' own spacing for --wm/--gm/--csf)")
-    group.add_argument("--ratio", type=_number(float, 1.0, strict=False), default=GREY_MATTER_RATIO, help="D_white / D_grey")
+    group.add_argument("--ratio", type=number(float, 1.0, strict=False), default=GREY_MATTER_RATIO, help="D_white / D_grey")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -170,10 +145,11 @@ def cmd_infer(args: argparse.Namespace) -> int:
     from .patient.workflow import infer_patient
 
     t0 = time.perf_counter()
+    config, segmentations = _inference_config(args), _segmentations(args)  # options first
     try:
-        run = infer_patient(*_segmentations(args), args.day, adc=args.adc, t2_initial=args.t2_initial,
+        run = infer_patient(*segmentations, args.day, adc=args.adc, t2_initial=args.t2_initial,
                             seed_mm=args.seed_mm, anatomy=anatomy_from_args(args), prior=args.prior,
-                            config=_inference_config(args), ratio=args.ratio, out_dir=args.out,
+                            config=config, ratio=args.ratio, out_dir=args.out,
                             resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     except KeyboardInterrupt:
         print("\nInterrupted. The finished simulations are kept; continue with the same command "
@@ -248,8 +224,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .patient.synthetic import make_synthetic_patient
     from .patient.workflow import infer_patient
 
+    config = _inference_config(args)  # every option checked before anything is written or removed
     out = Path(args.out)
-    if out.exists():  # main() checked that --overwrite was given
+    if out.exists():  # main() checked that --overwrite was given and that it is an output of ours
         shutil.rmtree(out)
     progress = not args.quiet
     timings = {}
@@ -267,7 +244,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                f"--embedding {args.embedding} --out {out / 'posterior'}")
     print(f"    (the same as: {command})", flush=True)
     run = infer_patient(patient.t1, patient.t2, patient.day, adc=patient.adc,
-                        t2_initial=patient.t2_initial, prior="paper", config=_inference_config(args),
+                        t2_initial=patient.t2_initial, prior="paper", config=config,
                         out_dir=out / "posterior", progress=progress, truth=patient.truth)
     timings["inference"] = time.perf_counter() - t
     print(_summary_table(run.result))
@@ -303,7 +280,7 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--method", default=defaults.method, choices=METHODS,
                        help="sequential NPE variant (TSNPE: truncated proposals; NPE_B: the paper's)")
     group.add_argument("--rounds", type=COUNT, default=defaults.num_rounds, help="rounds")
-    group.add_argument("--simulations", type=_number(int, 10, strict=False, what=" (sbi keeps 10% for validation)"), default=defaults.num_simulations,
+    group.add_argument("--simulations", type=number(int, 10, strict=False, what=" (sbi keeps 10% for validation)"), default=defaults.num_simulations,
                        help="forward solves per round")
     group.add_argument("--embedding", default=defaults.embedding, choices=sorted(EMBEDDING_NAMES),
                        help="embedding net of the label maps")
@@ -317,7 +294,7 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
                             f"many threshold pairs (default {DEFAULT_AUGMENT} with TSNPE, 1 otherwise)")
     group.add_argument("--max-epochs", type=COUNT, default=defaults.max_num_epochs,
                        help="most training epochs per round")
-    group.add_argument("--random-seed", dest="seed", type=int, default=0,
+    group.add_argument("--random-seed", dest="seed", type=SEED, default=0,
                        help="seed of every random draw: the same seed gives the same result (default 0)")
     group.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                        help="run each round's simulations on this Dask cluster")
@@ -395,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="later T2 segmentations to compare with (volume and Dice)")
     p.add_argument("--t1-observed", nargs="+", metavar="DAY=FILE",
                    help="later T1 segmentations to compare with")
-    p.add_argument("--random-seed", dest="seed", type=int, default=0, help="seed of the posterior samples")
+    p.add_argument("--random-seed", dest="seed", type=SEED, default=0, help="seed of the posterior samples")
     p.add_argument("--out", required=True, help="output directory (written complete or not at all)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -426,6 +403,13 @@ def _check_output(args: argparse.Namespace) -> None:
     resumable = getattr(args, "seeds", None)  # a sweep over seeds keeps its finished seeds in --out
     if out.exists() and not getattr(args, "overwrite", False) and not resumable:
         raise FileExistsError(f"--out {out} already exists; choose another directory or pass --overwrite.")
+    posterior = getattr(args, "posterior", None)
+    if posterior is not None and out.resolve() == Path(posterior).resolve():
+        raise ValueError(f"--out {out} is the --posterior directory; write the prediction elsewhere.")
+    if getattr(args, "overwrite", False):
+        from .io import check_replaceable
+
+        check_replaceable(out)
     parent = out.absolute().parent
     while not parent.exists():
         parent = parent.parent
@@ -451,10 +435,14 @@ def _check_scheduler(address: str | None, timeout_s: float = 3.0) -> None:
     if address is None:
         return
     url = urlparse(address)
-    if url.scheme != "tcp" or not url.hostname or not url.port:
+    try:
+        port = url.port
+    except ValueError:  # a port out of 0-65535
+        port = None
+    if url.scheme != "tcp" or not url.hostname or not port:
         raise ValueError(f"--scheduler {address}: expected tcp://HOST:PORT (e.g. tcp://127.0.0.1:8786).")
     try:
-        socket.create_connection((url.hostname, url.port), timeout=timeout_s).close()
+        socket.create_connection((url.hostname, port), timeout=timeout_s).close()
     except OSError as err:
         raise ValueError(f"--scheduler: cannot reach the Dask scheduler at {address} ({err.strerror or err}); "
                          "start one with `dask scheduler`, or drop --scheduler to simulate here.") from None

@@ -12,6 +12,23 @@ from typing import Any, Literal, get_args
 __all__ = ["DEFAULT_AUGMENT", "EMBEDDING_NAMES", "GREY_MATTER_RATIO", "SUMMARY_QUANTILES", "SYNTHETIC_SEED_MM", "INFILTRATION_LEVELS", "MAX_STEPS", "InferenceConfig", "METHODS", "Method", "PARAMETER_LABELS",
            "PARAMETER_NAMES", "PRESETS", "PriorPreset", "SEED_SIGMA_MM"]
 
+def check_counts(settings: Any, names: str, minimum: int = 1) -> None:
+    """Raise a ``ValueError`` naming the first of ``names`` (space-separated attributes of
+    ``settings``) that is not an integer >= ``minimum``."""
+    for name in names.split():
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+
+
+def check_positive(settings: Any, names: str) -> None:
+    """Raise a ``ValueError`` naming the first of ``names`` that is not a finite number > 0."""
+    for name in names.split():
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+            raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
+
+
 #: D_white / D_grey: diffusion in grey matter is this many times slower than in white matter.
 GREY_MATTER_RATIO = 10.0
 
@@ -177,17 +194,18 @@ class InferenceConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}.")
-        if self.num_rounds < 1 or self.num_simulations < 2:
-            raise ValueError("Need num_rounds >= 1 and num_simulations >= 2.")
+        check_counts(self, "num_rounds num_components hidden_features max_num_epochs stop_after_epochs "
+                           "training_batch_size num_posterior_samples simulation_batch_size num_workers")
+        check_counts(self, "num_simulations", minimum=2)
+        check_positive(self, "learning_rate")
         if self.augment is None:
             self.augment = DEFAULT_AUGMENT if self.method == "TSNPE" else 1
         if not 0 < self.truncation_quantile < 1:
             raise ValueError(f"truncation_quantile must be in (0, 1), got {self.truncation_quantile}.")
-        if self.augment < 1 or (self.augment > 1 and self.method != "TSNPE"):
+        check_counts(self, "augment")
+        if self.augment > 1 and self.method != "TSNPE":
             raise ValueError(f"augment must be 1, or > 1 with method='TSNPE' (whose proposals stay valid when "
                              f"thresholds are redrawn), got augment={self.augment} with {self.method!r}.")
-        if self.num_workers < 1:
-            raise ValueError(f"num_workers must be >= 1, got {self.num_workers}.")
 
     def to_dict(self) -> dict:
         """The settings as plain data: a ``Client`` is recorded by its scheduler address."""

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["atomic_output_dir", "package_version", "save_nifti"]
+__all__ = ["OUTPUT_MARKERS", "atomic_output_dir", "check_replaceable", "package_version", "save_nifti"]
 
 
 # -- writing --------------------------------------------------------------------------------
@@ -61,12 +61,35 @@ def save_nifti(path: str | Path, data: np.ndarray | torch.Tensor, affine: np.nda
     return path
 
 
+#: Files by which an output directory of this package is recognised (simulate, infer, predict,
+#: demo, benchmark): only such a directory, or an empty one, is replaced with ``overwrite``.
+OUTPUT_MARKERS = ("volumes.json", "manifest.json", "prediction.json", "results.json", "summary.json",
+                  "inputs/truth.json")
+
+
+def check_replaceable(path: str | Path) -> None:
+    """Raise unless ``path`` may be replaced: an empty directory or one this package wrote, and not
+    the working directory or one above it (so ``overwrite`` never deletes someone's files)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise FileExistsError(f"{path} is a file, not an output directory; choose another output directory.")
+    here = Path.cwd().resolve()
+    if path.resolve() == here or path.resolve() in here.parents:
+        raise FileExistsError(f"{path} is the working directory or one above it; give a new output directory.")
+    if any(path.iterdir()) and not any((path / marker).exists() for marker in OUTPUT_MARKERS):
+        raise FileExistsError(f"{path} holds files that sbi-tumor did not write (none of {', '.join(OUTPUT_MARKERS)}); "
+                              "refusing to replace it. Choose another output directory.")
+
+
 @contextlib.contextmanager
 def atomic_output_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling directory; rename it to ``path`` only if the body succeeds.
 
-    If ``path`` exists it is replaced only with ``overwrite=True`` (checked before the body
-    runs, so no work is wasted). On error the temporary directory is deleted and ``path`` is
+    If ``path`` exists it is replaced only with ``overwrite=True``, and only if it is empty or
+    an output of this package ([`check_replaceable`][sbi_tumor.io.check_replaceable]); both are
+    checked before the body runs, so no work is wasted. On error the temporary directory is deleted and ``path`` is
     left as it was. Replacing moves the old directory aside first, so for an instant neither
     exists, but a reader never sees a mixture of old and new files.
     """
@@ -75,6 +98,7 @@ def atomic_output_dir(path: str | Path, overwrite: bool = False) -> Iterator[Pat
         raise FileExistsError(
             f"Output directory {path} already exists; choose another one or pass overwrite=True."
         )
+    check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Not tempfile.mkdtemp: its directories are private (0700), and this one becomes the output.
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"

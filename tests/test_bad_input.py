@@ -98,6 +98,17 @@ CLI_CASES = [
     ("benchmark npe-vs-mcmc --case human", r"--case: invalid choice"),
     ("benchmark npe-vs-mcmc --budgets 4", r"budget"),
     ("benchmark npe-vs-mcmc --method NPE_B --augment 4", r"npe_augment must be 1"),
+    ("benchmark npe-vs-mcmc --rounds 0", r"--rounds: must be an integer > 0"),
+    ("benchmark npe-vs-mcmc --threads 0", r"--threads: must be an integer > 0"),
+    ("benchmark npe-vs-mcmc --tmcmc-factor -1", r"--tmcmc-factor: must be an integer >= 0"),
+    ("benchmark npe-vs-mcmc --reference-samples -5", r"--reference-samples: must be an integer > 0"),
+    ("benchmark npe-vs-mcmc --embedding-kwargs [1,2]", r"--embedding-kwargs: expected a JSON object"),
+    ("benchmark npe-vs-mcmc --embedding-kwargs {{octants", r"--embedding-kwargs: not valid JSON"),
+    ("benchmark npe-vs-mcmc --random-seed -1", r"--random-seed/--seed: must be an integer >= 0 and < 4294967296"),
+    (f"{INFER} --random-seed 99999999999999", r"--random-seed: must be an integer >= 0 and < 4294967296"),
+    (f"{INFER} --scheduler tcp://127.0.0.1:99999", r"--scheduler tcp://127.0.0.1:99999: expected tcp://HOST:PORT"),
+    ("demo --method NPE_A --log-space", r"--log-space works with"),
+    ("predict --posterior {existing} --days 10 --out {existing} --overwrite", r"is the --posterior directory"),
 ]
 
 
@@ -145,7 +156,11 @@ def _api_cases():
         (lambda: TumorSimulator(anatomy, seed_mm=(500, 500, 500), day=5.0),
          r"around \(500, 500, 500\) mm lies \(almost\) outside the image, which spans \[0, 22\]"),
         (lambda: InferenceConfig(method="SNLE"), r"method must be one of"),
-        (lambda: InferenceConfig(num_rounds=0), r"num_rounds >= 1"),
+        (lambda: InferenceConfig(num_rounds=0), r"num_rounds must be an integer >= 1, got 0"),
+        (lambda: InferenceConfig(learning_rate=-1e-3), r"learning_rate must be a finite number > 0"),
+        (lambda: InferenceConfig(num_rounds=2.5), r"num_rounds must be an integer >= 1, got 2.5"),
+        (lambda: BenchmarkConfig(budgets=500), r"budgets must be a sequence of integers"),
+        (lambda: BenchmarkConfig(reference_samples=0), r"reference_samples must be an integer >= 1"),
         (lambda: InferenceConfig(method="NPE_B", augment=4), r"augment must be 1"),
         (lambda: InferenceConfig(truncation_quantile=1.5), r"truncation_quantile must be in \(0, 1\)"),
         (lambda: make_prior("mouse"), r"Unknown prior preset 'mouse'"),
@@ -157,7 +172,7 @@ def _api_cases():
     ]
 
 
-@pytest.mark.parametrize("index", range(11))
+@pytest.mark.parametrize("index", range(15))
 def test_api_refuses_bad_input_with_a_value_error_naming_it(index):
     call, message = _api_cases()[index]
     with pytest.raises(ValueError, match=message):
@@ -207,3 +222,16 @@ def test_a_leftover_work_area_is_refused_without_resume_before_any_work(files, t
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "An interrupted run left its simulations in" in err and "--resume" in err and not out.exists()
+
+
+def test_overwrite_never_deletes_what_sbi_tumor_did_not_write(tmp_path, capsys, monkeypatch):
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    (thesis / "thesis.tex").write_text("years of work")
+    argv = SIM.split() + ["--out", str(thesis), "--overwrite"]
+    assert cli.main(argv) == 2
+    assert "holds files that sbi-tumor did not write" in capsys.readouterr().err
+    assert (thesis / "thesis.tex").read_text() == "years of work"
+    monkeypatch.chdir(thesis)
+    assert cli.main(SIM.split() + ["--out", ".", "--overwrite"]) == 2
+    assert "is the working directory" in capsys.readouterr().err

@@ -264,9 +264,9 @@ def test_save_nifti_failure_leaves_nothing(tmp_path, monkeypatch):
 def test_atomic_output_dir(tmp_path):
     target = tmp_path / "out"
     with atomic_output_dir(target) as tmp:
-        (tmp / "a.txt").write_text("1")
+        (tmp / "results.json").write_text("1")
         assert not target.exists()
-    assert (target / "a.txt").read_text() == "1"
+    assert (target / "results.json").read_text() == "1"
 
     with pytest.raises(FileExistsError, match="already exists.*overwrite=True"):
         with atomic_output_dir(target):
@@ -276,13 +276,21 @@ def test_atomic_output_dir(tmp_path):
         with atomic_output_dir(target, overwrite=True) as tmp:
             (tmp / "b.txt").write_text("partial")
             raise RuntimeError("simulation failed")
-    assert sorted(p.name for p in target.iterdir()) == ["a.txt"]  # old output untouched
+    assert sorted(p.name for p in target.iterdir()) == ["results.json"]  # old output untouched
     assert no_hidden_files(tmp_path)
 
     with atomic_output_dir(target, overwrite=True) as tmp:
         (tmp / "b.txt").write_text("2")
     assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
     assert no_hidden_files(tmp_path)
+
+    foreign = tmp_path / "thesis"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("years of work")
+    with pytest.raises(FileExistsError, match="holds files that sbi-tumor did not write"):
+        with atomic_output_dir(foreign, overwrite=True):
+            pytest.fail("the body must not run")
+    assert (foreign / "thesis.tex").exists()
 
 
 def test_atomic_output_dir_failure_creates_nothing(tmp_path):

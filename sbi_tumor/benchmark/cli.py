@@ -8,6 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from ..arguments import COUNT, SEED, json_object, number
 from ..config import EMBEDDING_NAMES, METHODS
 from .config import CASE_SEEDS_MM, BenchmarkConfig
 
@@ -23,25 +24,25 @@ def add_benchmark_parser(subparsers: argparse._SubParsersAction) -> None:
         "npe-vs-mcmc", help="sequential NPE against TMCMC on the same case and prior",
         description=__doc__.split("\n\n")[0] + " Writes results.json, table.md, samples.npz and plots.")
     p.add_argument("--case", default="paper", choices=sorted(CASE_SEEDS_MM), help="synthetic case")
-    p.add_argument("--budgets", type=int, nargs="+",
+    p.add_argument("--budgets", type=COUNT, nargs="+",
                    help=f"forward-simulation budgets of both methods (default {' '.join(map(str, defaults.budgets))})")
-    p.add_argument("--tmcmc-factor", type=int,
+    p.add_argument("--tmcmc-factor", type=number(int, 0, strict=False),
                    help=f"also run TMCMC at this many times the largest budget; 0: no (default {defaults.tmcmc_factor})")
     p.add_argument("--method", choices=METHODS,
                    help=f"sequential NPE variant (default {defaults.npe_method})")
-    p.add_argument("--rounds", type=int, help=f"NPE rounds (default {defaults.npe_rounds})")
+    p.add_argument("--rounds", type=COUNT, help=f"NPE rounds (default {defaults.npe_rounds})")
     p.add_argument("--log-space", action="store_true", help="train NPE on (log D, log rho, u_T1, u_T2)")
-    p.add_argument("--augment", type=int,
+    p.add_argument("--augment", type=COUNT,
                    help="NPE training pairs per forward solve, with redrawn thresholds and masks (TSNPE only)")
     p.add_argument("--embedding", choices=sorted(EMBEDDING_NAMES), help=f"NPE embedding net (default {defaults.embedding})")
-    p.add_argument("--embedding-kwargs", type=json.loads, metavar="JSON",
+    p.add_argument("--embedding-kwargs", type=json_object, metavar="JSON",
                    help='extra arguments of the embedding net, e.g. \'{"octants": true}\'')
-    p.add_argument("--reference-samples", type=int,
+    p.add_argument("--reference-samples", type=COUNT,
                    help=f"population of the reference TMCMC run (default {defaults.reference_samples})")
-    p.add_argument("--threads", type=int, help=f"numba and torch threads (default {defaults.threads})")
-    p.add_argument("--random-seed", "--seed", dest="seed", type=int, default=0,
+    p.add_argument("--threads", type=COUNT, help=f"numba and torch threads (default {defaults.threads})")
+    p.add_argument("--random-seed", "--seed", dest="seed", type=SEED, default=0,
                    help="seed of the whole benchmark (default 0)")
-    p.add_argument("--random-seeds", "--seeds", dest="seeds", type=int, nargs="+", metavar="SEED",
+    p.add_argument("--random-seeds", "--seeds", dest="seeds", type=SEED, nargs="+", metavar="SEED",
                    help="run once per seed into OUT/seed<SEED> (a rerun skips finished seeds) and write "
                         "summary.json and summary.md across them; replaces --random-seed")
     p.add_argument("--quick", action="store_true", help="a small version that runs in about a minute")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import EMBEDDING_NAMES, METHODS, PRESETS, SYNTHETIC_SEED_MM, InferenceConfig
+from ..config import EMBEDDING_NAMES, METHODS, PRESETS, SYNTHETIC_SEED_MM, InferenceConfig, check_counts, check_positive
 
 __all__ = ["BenchmarkConfig", "CASE_SEEDS_MM"]
 
@@ -73,7 +73,15 @@ class BenchmarkConfig:
     threads: int = 1
 
     def __post_init__(self) -> None:
-        self.budgets = tuple(sorted(int(b) for b in self.budgets))
+        if isinstance(self.budgets, (int, str)) or not all(isinstance(b, int) for b in self.budgets):
+            raise ValueError(f"budgets must be a sequence of integers, e.g. (500, 1000), got {self.budgets!r}.")
+        self.budgets = tuple(sorted(self.budgets))
+        check_counts(self, "npe_rounds threads max_num_epochs stop_after_epochs num_posterior_samples "
+                           "tmcmc_stage_guess tmcmc_min_samples reference_samples c2st_samples")
+        check_counts(self, "tmcmc_factor tmcmc_extra_steps reference_extra_steps", minimum=0)
+        check_positive(self, "resolution_mm roi_size_mm")
+        if not isinstance(self.embedding_kwargs, dict):
+            raise ValueError(f"embedding_kwargs must be a dict of keyword arguments, got {self.embedding_kwargs!r}.")
         preset = PRESETS.get(self.case)
         if preset is None or preset.truth is None or self.case not in CASE_SEEDS_MM:
             raise ValueError(f"Unknown benchmark case {self.case!r}; valid cases: {sorted(CASE_SEEDS_MM)}.")
@@ -89,8 +97,6 @@ class BenchmarkConfig:
                              f"with {self.npe_method!r}.")
         if self.embedding not in EMBEDDING_NAMES:
             raise ValueError(f"embedding must be one of {sorted(EMBEDDING_NAMES)}, got {self.embedding!r}.")
-        if self.tmcmc_factor < 0 or self.threads < 1:
-            raise ValueError("Need tmcmc_factor >= 0 and threads >= 1.")
 
     @classmethod
     def quick(cls, **overrides: Any) -> "BenchmarkConfig":
