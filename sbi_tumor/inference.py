@@ -13,6 +13,9 @@ analytic correction to fail.
 With ``log_space=True`` the networks learn ``(log D, log rho, u_T1, u_T2)``: at a fixed front
 speed ``2 sqrt(D rho)`` the posterior ridge is curved in (D, rho) but straight in the logs, where
 a Gaussian mixture fits it with few components. The returned posterior still speaks theta.
+
+The settings are an [`InferenceConfig`][sbi_tumor.config.InferenceConfig] (its defaults are the
+measured best); the posterior views returned are in [`sbi_tumor.posteriors`][sbi_tumor.posteriors].
 """
 
 from __future__ import annotations
