@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 
-__all__ = ["COORDINATE", "COUNT", "FRACTION", "POSITIVE", "SEED", "json_object", "number"]
+from .config import MAX_DAY
+
+__all__ = ["COORDINATE", "COUNT", "DAY", "FRACTION", "POSITIVE", "SEED", "json_object", "number"]
 
 
 def number(kind: type, low: float, *, strict: bool = True, high: float | None = None, what: str = ""):
@@ -34,6 +36,7 @@ FRACTION = number(float, 0.0, high=1.0)
 COUNT = number(int, 0)
 COORDINATE = number(float, float("-inf"))
 SEED = number(int, 0, strict=False, high=2**32)  # numpy's seeds: 0 .. 2**32 - 1
+DAY = number(float, 0.0, high=MAX_DAY, what=" (days; a later day is a unit error)")
 
 
 def json_object(text: str) -> dict:

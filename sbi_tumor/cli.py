@@ -23,7 +23,7 @@ import numpy as np
 
 from . import __version__
 from .config import EMBEDDING_NAMES, GREY_MATTER_RATIO, MAX_STEPS, METHODS, PRESETS, SEED_SIGMA_MM, SUMMARY_QUANTILES
-from .arguments import COORDINATE, COUNT, FRACTION, POSITIVE, SEED, number
+from .arguments import COORDINATE, COUNT, DAY, FRACTION, POSITIVE, SEED, number
 from .runtime import OPENMP_ENV
 
 if TYPE_CHECKING:
@@ -313,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "density and label map (0 healthy, 1 T2 only, 2 T1 core) as NIfTI.")
     p.add_argument("--dw", type=POSITIVE, required=True, help="white-matter diffusivity D (mm^2/day)")
     p.add_argument("--rho", type=POSITIVE, required=True, help="proliferation rate (1/day)")
-    p.add_argument("--days", type=POSITIVE, nargs="+", required=True, help="output days after the seed")
+    p.add_argument("--days", type=DAY, nargs="+", required=True, help="output days after the seed")
     p.add_argument("--seed-mm", type=COORDINATE, nargs=3, required=True, metavar=("X", "Y", "Z"),
                    help="seed point in world (MNI/scanner) mm")
     p.add_argument("--seed-sigma-mm", type=POSITIVE, default=SEED_SIGMA_MM,
@@ -343,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--labels", choices=["brats"], default="brats",
                      help="labels of --seg: brats = 1 necrosis, 2 oedema, 4 (or 3 since 2023) enhancing; "
                           "T1 core = enhancing + necrosis, T2 extent = all three")
-    p.add_argument("--day", type=POSITIVE, required=True, help="days from the initial condition to --t1/--t2")
+    p.add_argument("--day", type=DAY, required=True, help="days from the initial condition to --t1/--t2")
     initial = p.add_mutually_exclusive_group(required=True)
     initial.add_argument("--adc", help="ADC map of the first scan (the initial condition)")
     initial.add_argument("--seed-mm", type=COORDINATE, nargs=3, metavar=("X", "Y", "Z"),
@@ -366,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Simulate the MAP and posterior samples of an infer run forward. Days count from "
                     "the initial condition, as in infer.")
     p.add_argument("--posterior", required=True, help="output directory of sbi-tumor infer")
-    p.add_argument("--days", type=POSITIVE, nargs="+", required=True, help="days to predict")
+    p.add_argument("--days", type=DAY, nargs="+", required=True, help="days to predict")
     p.add_argument("--samples", type=COUNT, default=100, help="posterior samples to simulate (default 100)")
     p.add_argument("--t2-observed", nargs="+", metavar="DAY=FILE",
                    help="later T2 segmentations to compare with (volume and Dice)")

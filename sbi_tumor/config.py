@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, get_args
 
-__all__ = ["DEFAULT_AUGMENT", "EMBEDDING_NAMES", "GREY_MATTER_RATIO", "SUMMARY_QUANTILES", "SYNTHETIC_SEED_MM", "INFILTRATION_LEVELS", "MAX_STEPS", "InferenceConfig", "METHODS", "Method", "PARAMETER_LABELS",
+__all__ = ["DEFAULT_AUGMENT", "EMBEDDING_NAMES", "GREY_MATTER_RATIO", "SUMMARY_QUANTILES", "SYNTHETIC_SEED_MM", "INFILTRATION_LEVELS", "MAX_DAY", "MAX_STEPS", "InferenceConfig", "METHODS", "Method", "PARAMETER_LABELS",
            "PARAMETER_NAMES", "PRESETS", "PriorPreset", "SEED_SIGMA_MM"]
 
 def check_counts(settings: Any, names: str, minimum: int = 1) -> None:
@@ -37,6 +37,9 @@ SYNTHETIC_SEED_MM: tuple[float, float, float] = (-30.0, 20.0, 30.0)
 
 #: Quantiles of the posterior summaries (the median and the central 90% interval).
 SUMMARY_QUANTILES: tuple[float, float, float] = (0.05, 0.5, 0.95)
+
+#: Latest day the commands accept (27 years): a later one is a unit error (hours, seconds).
+MAX_DAY = 10_000.0
 
 #: Most time steps ``sbi-tumor simulate`` runs without ``--max-steps`` (a human-prior tumour at the
 #: fastest D of the prior needs about 2,300 steps per 1,000 days on the 2 mm atlas).
