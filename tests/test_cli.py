@@ -82,7 +82,7 @@ def write_bad(case, tmp_path, what):
     ("log space", "--log-space works with --method NPE_B, NPE_C or TSNPE"),
     ("missing", "file not found"),
     ("not binary", "is not binary"),
-    ("day", "argument --day: must be a finite number > 0, got -1"),
+    ("day", "argument --day: must be a finite number > 0 and < 10000 (days; a later day is a unit error), got -1"),
     ("seed", "outside the image"),
 ])
 def test_input_errors_exit_2_with_a_message_and_no_output(case, tmp_path, capsys, what, message):
