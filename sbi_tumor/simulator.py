@@ -109,8 +109,11 @@ class TumorSimulator:
             if seed_mm is None:
                 raise ValueError("Give an initial condition: seed_mm=(x, y, z) or initial=...")
             initial = InitialCondition(seed_mm=tuple(float(v) for v in seed_mm))
-        if not day > 0:
-            raise ValueError(f"The observation day must be > 0 (days after the initial condition), got {day}.")
+        if not 0 < day < np.inf:
+            raise ValueError(f"The observation day must be a finite number > 0 (days after the initial condition), "
+                             f"got {day}.")
+        if not 0 < roi_size_mm < np.inf:
+            raise ValueError(f"roi_size_mm must be a finite number of mm > 0, got {roi_size_mm}.")
         if backend not in ("auto", "numba", "torch"):
             raise ValueError(f"backend must be 'auto', 'numba' or 'torch', got {backend!r}.")
         self.initial = initial

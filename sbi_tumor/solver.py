@@ -129,6 +129,8 @@ def seed_density(anatomy: Anatomy, seed_mm: Sequence[float], sigma_mm: float = S
 
     if not (np.isfinite(sigma_mm) and sigma_mm > 0):
         raise ValueError(f"The seed width sigma_mm must be a positive number of mm, got {sigma_mm}.")
+    if not 0 < amplitude <= 1:
+        raise ValueError(f"The seed's peak density amplitude must be in (0, 1] (a cell density), got {amplitude}.")
     anatomy.check_seed(np.asarray(seed_mm, dtype=float))
     spacing = anatomy.spacing
     if spacing.max() > sigma_mm:
