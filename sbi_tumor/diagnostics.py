@@ -168,8 +168,10 @@ def rank_plot(calibration: Calibration, labels: Sequence[str] | None = None):
     """sbi's SBC rank plot (empirical CDF of the ranks, with the band of uniform ranks)."""
     from sbi.analysis import sbc_rank_plot
 
+    # sbi's default, one bin per 20 ranks, leaves a single bin (an empty plot) for 30 truths
+    bins = int(np.clip(len(calibration.ranks) // 5, 5, 20))
     fig, _ = sbc_rank_plot(calibration.ranks, calibration.num_posterior_samples, plot_type="cdf",
-                           parameter_labels=list(labels or calibration.names))
+                           parameter_labels=list(labels or calibration.names), num_bins=bins)
     return fig
 
 

@@ -71,3 +71,17 @@ def test_held_out_pairs_leave_the_random_stream_alone():
     theta, x = held_out_pairs(lambda t: 2 * t, prior, 7)
     assert theta.shape == (7, 2) and torch.equal(x, 2 * theta)
     assert torch.equal(torch.rand(1), expected)
+
+
+def test_rank_plot_draws_every_parameter_for_a_few_truths():
+    from sbi_tumor.diagnostics import Calibration, rank_plot
+
+    ranks = np.random.default_rng(0).integers(0, 1000, (30, 4)).astype(float)  # 30 sequential runs
+    nan = np.full(1, np.nan)
+    calibration = Calibration(names=("D", "rho", "u_T1", "u_T2"), ranks=ranks, num_posterior_samples=1000,
+                              ks_pvalues=[0.5] * 4, c2st_ranks=[0.5] * 4, c2st_dap=0.5, coverage_50=np.full(4, 0.5),
+                              coverage_90=np.full(4, 0.9), tarp_atc=float("nan"), tarp_ks_pvalue=float("nan"),
+                              tarp_ecp=nan, tarp_alpha=nan)
+    fig = rank_plot(calibration)
+    steps = [len(np.unique(line.get_ydata())) for line in fig.axes[0].lines]
+    assert steps == [6, 6, 6, 6]  # sbi's default, one bin per 20 ranks, drew 4 flat lines (1 step each)
