@@ -20,8 +20,8 @@ large images; a warning says when a tumour reaches its faces where they cut tiss
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
-from typing import Literal, Sequence
+from dataclasses import dataclass, replace
+from typing import Literal, Sequence, get_args
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from .config import SEED_SIGMA_MM
 from .solver import FKSolver, SolverConfig, seed_density
 from .torch_solver import TorchFKSolver
 
-Backend = Literal["auto", "numba", "torch"]
+Backend = Literal["auto", "numba", "numpy", "torch"]
 
 __all__ = ["TumorSimulator", "InitialCondition"]
 
@@ -89,9 +89,11 @@ class TumorSimulator:
         solver_config: numerical settings of the forward model.
         border_warning: warn when the density on a face of a ``domain_mm`` cube that cuts tissue
             exceeds this value.
-        backend: ``"numba"``, ``"torch"`` or ``"auto"``: torch when ``device`` is given or CUDA is
-            available, else numba. ``"auto"`` is decided in the process that simulates, so a
-            simulator sent to GPU workers uses their GPUs.
+        backend: the one solver setting: ``"numba"`` (the parallel CPU kernel), ``"numpy"`` (the
+            readable reference, for tests), ``"torch"`` (the batch on a GPU or CPU) or ``"auto"``:
+            torch when ``device`` is given or CUDA is available, else numba. ``"auto"`` is decided
+            in the process that simulates, so a simulator sent to GPU workers uses their GPUs.
+            (``SolverConfig.backend``, the kernel of a bare ``FKSolver``, follows it.)
         device: torch device of the torch backend (default: CUDA when available, else CPU).
 
     Examples:
@@ -114,8 +116,15 @@ class TumorSimulator:
                              f"got {day}.")
         if not 0 < roi_size_mm < np.inf:
             raise ValueError(f"roi_size_mm must be a finite number of mm > 0, got {roi_size_mm}.")
-        if backend not in ("auto", "numba", "torch"):
-            raise ValueError(f"backend must be 'auto', 'numba' or 'torch', got {backend!r}.")
+        if backend not in get_args(Backend):
+            raise ValueError(f"backend must be one of {list(get_args(Backend))}, got {backend!r}.")
+        solver_config = solver_config or SolverConfig()
+        if solver_config.backend == "numpy" and backend not in ("auto", "numpy"):
+            raise ValueError(f"solver_config.backend is 'numpy' but backend={backend!r}: give the solver once, "
+                             "as backend=...")
+        if solver_config.backend == "numpy":
+            backend = "numpy"
+        solver_config = replace(solver_config, backend="numpy" if backend == "numpy" else "numba")
         self.initial = initial
         self.backend = backend
         self.device = None if device is None else str(device)  # str: picklable, device-free
@@ -140,7 +149,7 @@ class TumorSimulator:
 
     @property
     def resolved_backend(self) -> str:
-        """The backend this process uses: ``"numba"`` or ``"torch"``."""
+        """The backend this process uses: ``"numba"``, ``"numpy"`` or ``"torch"``."""
         if self.backend != "auto":
             return self.backend
         return "torch" if self.device is not None or torch.cuda.is_available() else "numba"

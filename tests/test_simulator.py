@@ -102,3 +102,19 @@ def test_works_with_sbi_simulate_for_sbi_in_worker_processes(sim):
                                 simulation_batch_size=3, show_progress_bar=False)
     assert x.shape == (6,) + sim.x_shape
     assert torch.equal(x, sim(theta))  # the worker processes computed the same maps
+
+
+def test_one_backend_setting_chooses_the_numpy_reference_too():
+    from conftest import phantom
+
+    from sbi_tumor.solver import SolverConfig
+
+    anatomy = phantom((12, 12, 12), spacing=2.0)
+    theta = torch.tensor([[0.5, 0.5, 0.7, 0.25]])
+    numba = TumorSimulator(anatomy, seed_mm=(12.0, 12.0, 12.0), day=3.0, roi_size_mm=24.0, backend="numba")
+    numpy = TumorSimulator(anatomy, seed_mm=(12.0, 12.0, 12.0), day=3.0, roi_size_mm=24.0, backend="numpy")
+    assert numpy.resolved_backend == "numpy" and numpy.solver.config.backend == "numpy"
+    np.testing.assert_allclose(numpy.density(theta[:, :2], [3.0]), numba.density(theta[:, :2], [3.0]), atol=1e-5)
+    with pytest.raises(ValueError, match="give the solver once"):
+        TumorSimulator(anatomy, seed_mm=(12.0, 12.0, 12.0), day=3.0, backend="torch",
+                       solver_config=SolverConfig(backend="numpy"))
