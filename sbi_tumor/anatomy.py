@@ -179,17 +179,17 @@ class Anatomy:
         return replace(self, wm=block_mean(self.wm), gm=block_mean(self.gm),
                        csf=block_mean(self.csf), affine=affine)
 
-    def crop(self, center_mm: np.ndarray, size_mm: float | np.ndarray) -> "Anatomy":
+    def crop(self, centre_mm: np.ndarray, size_mm: float | np.ndarray) -> "Anatomy":
         """Region of interest: the box of ``size_mm`` (scalar or per axis) centred on a world point.
 
         The box is clipped to the image; the affine is shifted so world coordinates are unchanged.
         """
-        center = np.rint(self.world_to_voxel(center_mm)).astype(int)
+        centre = np.rint(self.world_to_voxel(centre_mm)).astype(int)
         half = np.ceil(np.broadcast_to(np.asarray(size_mm, float), (3,)) / self.spacing / 2).astype(int)
-        lo = np.clip(center - half, 0, np.array(self.shape))
-        hi = np.clip(center + half + 1, 0, np.array(self.shape))
+        lo = np.clip(centre - half, 0, np.array(self.shape))
+        hi = np.clip(centre + half + 1, 0, np.array(self.shape))
         if np.any(hi - lo < 3):
-            point = ", ".join(f"{float(c):g}" for c in np.asarray(center_mm).reshape(-1))
+            point = ", ".join(f"{float(c):g}" for c in np.asarray(centre_mm).reshape(-1))
             corners = self.voxel_to_world(np.array([[0, 0, 0], np.array(self.shape) - 1]))
             span = " x ".join(f"[{min(a, b):g}, {max(a, b):g}]" for a, b in zip(*corners))
             raise AnatomyError(f"The region of interest around ({point}) mm lies (almost) outside the image, which "

@@ -212,7 +212,7 @@ class RadialProfileEmbedding(nn.Module):
 
     A fixed map turns each label map into a few hundred numbers that an MLP learns
     from with a few hundred simulations: for every label class ``c >= 1`` and every
-    spherical shell of width ``shell_width`` voxels around ``center``, the fraction of
+    spherical shell of width ``shell_width`` voxels around ``centre``, the fraction of
     the shell's voxels labelled ``c``; and per class the log volume, the centroid
     offset and the root-mean-square extent along each axis (in half-grid units).
 
@@ -228,10 +228,10 @@ class RadialProfileEmbedding(nn.Module):
         in_channels: Number of label-map channels C (e.g. several time points).
         num_classes: Number of labels, values ``0 .. num_classes - 1``; class 0
             (healthy) gets no features of its own.
-        center: Voxel coordinates of the profile origin; default the grid centre, which
+        centre: Voxel coordinates of the profile origin; default the grid centre, which
             is the seed for [`TumorSimulator`][sbi_tumor.simulator.TumorSimulator]'s region.
         shell_width: Shell width in voxels.
-        octants: Profile each octant around ``center`` separately (8x the profile
+        octants: Profile each octant around ``centre`` separately (8x the profile
             features): how far the tumour reaches towards white or grey matter. On by
             default: it measured better than one profile in ``benchmarks/defaults.py``.
         num_linear_layers: Hidden ReLU layers of the MLP.
@@ -244,7 +244,7 @@ class RadialProfileEmbedding(nn.Module):
         input_shape: tuple[int, int, int],
         in_channels: int = 1,
         num_classes: int = 3,
-        center: Sequence[float] | None = None,
+        centre: Sequence[float] | None = None,
         shell_width: float = 1.0,
         octants: bool = True,
         num_linear_layers: int = 2,
@@ -261,7 +261,7 @@ class RadialProfileEmbedding(nn.Module):
         self.output_dim = output_dim
 
         half = torch.tensor([(n - 1) / 2 for n in input_shape], dtype=torch.float64)
-        origin = half if center is None else torch.as_tensor(center, dtype=torch.float64)
+        origin = half if centre is None else torch.as_tensor(centre, dtype=torch.float64)
         axes = [torch.arange(n, dtype=torch.float64) for n in input_shape]
         offsets = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3) - origin
         shell = (offsets.norm(dim=1) / shell_width).floor().long()

@@ -115,7 +115,7 @@ def test_radial_moments_of_one_voxel_and_custom_centre():
     octants = RadialProfileEmbedding((9, 5, 5), num_classes=2, octants=True).features(x)[0]
     # The voxel lies in octant (+x, +y, +z) = 7 (offsets >= 0 count as positive).
     assert octants[:-7].nonzero().flatten().tolist() == [7 * net.num_shells + 4]
-    moved = RadialProfileEmbedding((9, 5, 5), num_classes=2, center=(8, 2, 2), shell_width=2.0, octants=False)
+    moved = RadialProfileEmbedding((9, 5, 5), num_classes=2, centre=(8, 2, 2), shell_width=2.0, octants=False)
     # Within 2 voxels of the x = 8 face centre: 9 voxels in that face plane and 9 in the next.
     assert moved.num_shells == 5 and moved.features(x)[0, 0] == 1 / 18
     with pytest.raises(ValueError, match="shell_width > 0"):

@@ -25,9 +25,9 @@ def write(path: Path, data, affine=AFFINE) -> Path:
     return path
 
 
-def ball(radius: float, shape=SHAPE, center=(4, 4, 5)) -> np.ndarray:
+def ball(radius: float, shape=SHAPE, centre=(4, 4, 5)) -> np.ndarray:
     grid = np.indices(shape)
-    return ((grid - np.array(center)[:, None, None, None]) ** 2).sum(0) <= radius**2
+    return ((grid - np.array(centre)[:, None, None, None]) ** 2).sum(0) <= radius**2
 
 
 def anatomy(shape=SHAPE, affine=AFFINE) -> Anatomy:
@@ -126,7 +126,7 @@ def test_load_segmentations_affine_mismatch(tmp_path):
 
 
 def test_load_segmentations_core_slightly_outside_t2_is_merged(tmp_path):
-    t1 = ball(4, shape=(20, 20, 20), center=(10, 10, 10))  # 257 voxels
+    t1 = ball(4, shape=(20, 20, 20), centre=(10, 10, 10))  # 257 voxels
     t2 = t1.copy()
     t2[10, 10, 14] = False  # one T1 voxel (0.4%) outside T2
     with pytest.warns(UserWarning, match="1 voxels .* added to the T2 mask"):
@@ -136,8 +136,8 @@ def test_load_segmentations_core_slightly_outside_t2_is_merged(tmp_path):
 
 
 def test_load_segmentations_core_outside_t2_raises(tmp_path):
-    t1 = write(tmp_path / "t1.nii", ball(2, center=(2, 2, 2)).astype(np.uint8))
-    t2 = write(tmp_path / "t2.nii", ball(2, center=(5, 6, 7)).astype(np.uint8))
+    t1 = write(tmp_path / "t1.nii", ball(2, centre=(2, 2, 2)).astype(np.uint8))
+    t2 = write(tmp_path / "t2.nii", ball(2, centre=(5, 6, 7)).astype(np.uint8))
     with pytest.raises(InputError, match=r"voxels \(\d+\.\d%\) of the T1 core lie outside the T2"):
         load_segmentations(t1, t2)
 
