@@ -289,7 +289,7 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--log-space", action="store_true",
                        help="train on (log D, log rho, u_T1, u_T2), where the posterior ridge at a fixed "
                             "front speed is straight (not with NPE_A)")
-    group.add_argument("--augment", type=COUNT, default=None,
+    group.add_argument("--augment", type=number(int, 0, high=1001), default=None,
                        help="with --method TSNPE: training pairs per solve, each solve observed with this "
                             f"many threshold pairs (default {DEFAULT_AUGMENT} with TSNPE, 1 otherwise)")
     group.add_argument("--max-epochs", type=COUNT, default=defaults.max_num_epochs,
@@ -298,7 +298,7 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
                        help="seed of every random draw: the same seed gives the same result (default 0)")
     group.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                        help="run each round's simulations on this Dask cluster")
-    group.add_argument("--workers", type=COUNT, default=1,
+    group.add_argument("--workers", type=number(int, 0, high=(os.cpu_count() or 1) + 1, what=" (the cores here)"), default=1,
                        help="local simulation processes (default 1: the numba kernel already uses "
                             "all cores, which measured faster than processes on 2 cores)")
 
@@ -316,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=DAY, nargs="+", required=True, help="output days after the seed")
     p.add_argument("--seed-mm", type=COORDINATE, nargs=3, required=True, metavar=("X", "Y", "Z"),
                    help="seed point in world (MNI/scanner) mm")
-    p.add_argument("--seed-sigma-mm", type=POSITIVE, default=SEED_SIGMA_MM,
+    p.add_argument("--seed-sigma-mm", type=number(float, 0.1, high=50.0, what=" mm"), default=SEED_SIGMA_MM,
                    help="width of the seed: a Gaussian of this standard deviation (mm) and peak density 1, "
                         "the same tumour on every grid at least this fine")
     p.add_argument("--max-steps", type=COUNT, default=MAX_STEPS,
@@ -367,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "the initial condition, as in infer.")
     p.add_argument("--posterior", required=True, help="output directory of sbi-tumor infer")
     p.add_argument("--days", type=DAY, nargs="+", required=True, help="days to predict")
-    p.add_argument("--samples", type=COUNT, default=100, help="posterior samples to simulate (default 100)")
+    p.add_argument("--samples", type=number(int, 0, high=100_001), default=100,
+                   help="posterior samples to simulate (default 100)")
     p.add_argument("--t2-observed", nargs="+", metavar="DAY=FILE",
                    help="later T2 segmentations to compare with (volume and Dice)")
     p.add_argument("--t1-observed", nargs="+", metavar="DAY=FILE",
@@ -384,7 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "map and segmentations at three time points) as NIfTI, infer the parameters from "
                     "the second scan and predict the third.")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--samples", type=COUNT, default=50, help="posterior samples to predict with (default 50)")
+    p.add_argument("--samples", type=number(int, 0, high=100_001), default=50,
+                   help="posterior samples to predict with (default 50)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_inference_arguments(p)  # the defaults of infer: the demo shows what a user gets

@@ -208,7 +208,8 @@ class InferenceConfig:
         check_counts(self, "augment")
         if self.augment > 1 and self.method != "TSNPE":
             raise ValueError(f"augment must be 1, or > 1 with method='TSNPE' (whose proposals stay valid when "
-                             f"thresholds are redrawn), got augment={self.augment} with {self.method!r}.")
+                             f"thresholds are redrawn), got augment={self.augment} with {self.method!r} "
+                             "(CLI: --augment, --method).")
 
     def to_dict(self) -> dict:
         """The settings as plain data: a ``Client`` is recorded by its scheduler address."""
