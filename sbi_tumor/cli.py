@@ -266,7 +266,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for name, what in (
             ("inputs", "synthetic scans (NIfTI) and truth.json"),
             ("posterior", "samples.csv, map.csv, posterior.pt, pairplot.png, slices.png, report.md"),
-            ("prediction", "MAP density/labels NIfTI, volumes.csv, volumes.png, slices.png, report.md")):
+            ("prediction", "MAP density/labels and infiltration maps (NIfTI), volumes.csv, volumes.png, "
+                           "slices.png, infiltration.png, report.md")):
         print(f"  {out / name}/  {what}")
     return 0
 
