@@ -25,6 +25,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -37,7 +38,7 @@ from .config import SUMMARY_QUANTILES, InferenceConfig
 
 from .embedding import make_embedding
 from .identifiability import contraction
-from .posteriors import FeaturePosterior, LogRatesPosterior
+from .posteriors import FeaturePosterior, LogRatesPosterior, label_map_features
 from .sbi_compat import CONSTANT_DATA_WARNING, epoch_cap_rounds, explained_failures, quiet, sample_truncated
 from .prior import LogUniformBox, _LogRatesPrior, log_rates_prior, rates
 from . import parallel
@@ -240,7 +241,7 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
     trainer, embedding = _trainer(prior, x_o, config, progress)
     _check_observation(x_o, embedding, simulator)
     # With fixed features, sbi trains on them; otherwise on the label maps themselves.
-    features = FeaturePosterior(None, embedding).features if _fixed_features(embedding) else None
+    features = partial(label_map_features, embedding) if _fixed_features(embedding) else None
     x_train_o = x_o if features is None else features(x_o)
     truncated = config.method == "TSNPE"
     proposal: Any = prior

@@ -19,7 +19,16 @@ import torch
 
 from .prior import log_rates, rates
 
-__all__ = ["FeaturePosterior", "LogRatesPosterior"]
+__all__ = ["FeaturePosterior", "LogRatesPosterior", "label_map_features"]
+
+
+@torch.no_grad()
+def label_map_features(embedding: torch.nn.Module, x: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """Label maps ``(N, 1, nx, ny, nz)`` (or one map) -> ``embedding.features`` ``(N, F)`` float32,
+    ``chunk`` maps at a time (bounds the memory of the feature map)."""
+    x = torch.as_tensor(x)
+    x = x.reshape((-1, 1) + tuple(x.shape[-3:]))
+    return torch.cat([embedding.features(c) for c in torch.split(x, chunk)])
 
 
 class FeaturePosterior:
@@ -35,12 +44,9 @@ class FeaturePosterior:
         self.posterior, self.embedding, self.chunk = posterior, embedding, chunk
         self._default_x: torch.Tensor | None = None
 
-    @torch.no_grad()
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Label maps ``(N, 1, nx, ny, nz)`` (or one map) -> features ``(N, F)`` float32."""
-        x = torch.as_tensor(x)
-        x = x.reshape((-1, 1) + tuple(x.shape[-3:]))
-        return torch.cat([self.embedding.features(c) for c in torch.split(x, self.chunk)])
+        return label_map_features(self.embedding, x, self.chunk)
 
     @property
     def default_x(self) -> torch.Tensor | None:
