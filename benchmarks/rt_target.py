@@ -1,12 +1,18 @@
-"""Radiotherapy targets on synthetic patients: the model's proposal against the 15 mm margin.
+"""One pre-operative scan, origin and age unknown: the posterior, and radiotherapy targets from it.
 
 Each synthetic patient is a tumour grown on the MNI152 atlas (2 mm) from a random white-matter
-origin with (D, rho) drawn from the human prior, observed when its front has travelled
-the equivalent radius of its visible T2 region reaches a random 12-30 mm, and again when it has
-grown ``--growth-mm`` further (the "recurrence"); tumours that stay smaller for 3,000 days are
-skipped and recorded. ``sbi-tumor infer``'s pipeline (the default
-configuration, the origin and the day known) gives the posterior from the first scan, and
-``predict`` its infiltration map P(u > c) at that day. Three targets of equal volume:
+origin with (D, rho, u_T1, u_T2) drawn from the human prior, observed when the equivalent radius
+of its visible T2 region reaches a random 12-30 mm, and again when it has grown ``--growth-mm``
+further (the "recurrence"); tumours that stay smaller for 3,000 days are skipped and recorded.
+The first scan is written as a BraTS label map (2 oedema, 4 enhancing) and fitted as
+``sbi-tumor infer --seg SEG`` does, without the origin or the day (the default configuration;
+``sbi_tumor.one_scan``): the posterior over (x, y, z, ell = sqrt(D/rho), tau = rho T, u_T1, u_T2)
+and its infiltration map P(u > c) at the scan.
+
+Per patient, the posterior against the truth: the distance of the posterior-mean origin from the
+true one, whether the truth lies in the posterior's 98% highest-density region (the fraction of
+posterior draws of higher density than the truth, < 0.98), and whether ell and tau lie in their
+central 98% intervals; the simulation, training and total times. Three targets of equal volume:
 
 * the standard margin: the visible T2 extent grown by 15 mm, clipped to tissue;
 * the model: the visible extent plus the voxels of highest P(u > 0.01) (ties by the mean density);
@@ -17,9 +23,11 @@ Per patient: the coverage of the later T2 region by each target, the target and 
 One JSON per patient in ``--out`` (a rerun skips finished patients), ``results.json`` and
 ``table.md``.
 
-    python benchmarks/rt_target.py --patients 10 --out benchmarks/results/rt_target
+    python benchmarks/rt_target.py --patients 10 --out benchmarks/results/one_scan
 
-Target: the model's coverage within 2 points of the oracle's and never below the margin's.
+Targets: the model's coverage within 2 points of the oracle's and never below the margin's; the
+true origin inside the 98% region and within 5 mm of the posterior mean, the true ell inside its 98%
+interval; the whole inference and infiltration map within 5 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -38,9 +46,10 @@ import torch
 from scipy import ndimage
 
 from sbi_tumor.anatomy import load_mni152
-from sbi_tumor.config import INFILTRATION_LEVELS, PRESETS, InferenceConfig
+from sbi_tumor.config import BRATS_ENHANCING, BRATS_OEDEMA, INFILTRATION_LEVELS, PRESETS, InferenceConfig
 from sbi_tumor.io import save_nifti
 from sbi_tumor.observation import label_map
+from sbi_tumor.one_scan import one_scan_prior
 from sbi_tumor.patient import infer_patient, predict
 from sbi_tumor.patient.target import CTV_MARGIN_MM, clinical_target, coverage, model_target
 from sbi_tumor.runtime import set_threads
@@ -84,17 +93,18 @@ def run_patient(i: int, case: dict, anatomy, out: Path, args) -> dict:
     labels = label_map(density, theta[2], theta[3])
     inputs = out / f"patient{i}_inputs"
     inputs.mkdir(exist_ok=True)
-    t1_path, t2_path = inputs / "t1.nii.gz", inputs / "t2.nii.gz"
-    save_nifti(t1_path, labels[0] == 2, anatomy.affine)
-    save_nifti(t2_path, labels[0] >= 1, anatomy.affine)
+    seg_path = inputs / "brats.nii.gz"
+    save_nifti(seg_path, np.array([0, BRATS_OEDEMA, BRATS_ENHANCING[0]], np.uint8)[labels[0]], anatomy.affine)
+    truth = [*case["seed_mm"], float(np.sqrt(theta[0] / theta[1])), float(theta[1] * case["day"]), *theta[2:]]
 
     t0 = time.perf_counter()
-    run = infer_patient(t1_path, t2_path, case["day"], seed_mm=case["seed_mm"], anatomy=anatomy, prior="human",
-                        out_dir=out / f"patient{i}_posterior", overwrite=True, progress=not args.quiet,
-                        truth=case["theta"], config=InferenceConfig(num_rounds=args.rounds,
-                                                                    num_simulations=args.simulations, seed=i))
-    prediction = predict(run, [case["day"]], num_samples=args.samples, progress=not args.quiet)
+    run = infer_patient(seg_path, None, anatomy=anatomy, prior="human", out_dir=out / f"patient{i}_posterior",
+                        overwrite=True, progress=not args.quiet, truth=truth,
+                        config=InferenceConfig(num_rounds=args.rounds, num_simulations=args.simulations, seed=i))
+    inference_seconds = time.perf_counter() - t0
+    prediction = predict(run, None, num_samples=args.samples, progress=not args.quiet)
     seconds = time.perf_counter() - t0
+    posterior = posterior_checks(run, np.array(truth))
 
     t2, later = labels[0] >= 1, labels[1] >= 1
     margin = clinical_target(t2, anatomy, CTV_MARGIN_MM)
@@ -107,20 +117,43 @@ def run_patient(i: int, case: dict, anatomy, out: Path, args) -> dict:
         "coverage": {"margin": coverage(margin, later), "model": coverage(model, later),
                      "oracle": coverage(oracle, later)},
         "volumes_ml": {"t2": float(t2.sum() * voxel), "target": n * voxel, "later_t2": float(later.sum() * voxel)},
-        "posterior_map": run.result.map.tolist(), "seconds": seconds,
+        "truth_one_scan": truth, "posterior": posterior, "posterior_map": run.result.map.tolist(),
+        "seconds": seconds, "inference_seconds": inference_seconds,
+        "simulation_seconds": run.result.simulation_time, "training_seconds": run.result.training_time,
     }
 
 
+def posterior_checks(run, truth: np.ndarray) -> dict:
+    """The truth against the one-scan posterior: origin error (mm), HPD level of the truth, and
+    whether ell and tau lie in their central 98% intervals."""
+    samples = run.result.samples.numpy()
+    draws = run.result.samples[:1000]
+    log_p = run.posterior.log_prob(torch.as_tensor(truth, dtype=torch.float32)[None]).item()
+    level = float((run.posterior.log_prob(draws) > log_p).float().mean())
+    lo, hi = np.quantile(samples, [0.01, 0.99], axis=0)
+    inside = {name: bool(lo[k] <= truth[k] <= hi[k]) for k, name in ((3, "ell"), (4, "tau"))}
+    return {"origin_error_mm": float(np.linalg.norm(samples[:, :3].mean(0) - truth[:3])),
+            "truth_hpd_level": level, "truth_in_98_region": level < 0.98,
+            "in_98_interval": inside, "interval_98": {"ell": [lo[3], hi[3]], "tau": [lo[4], hi[4]]},
+            "truth_in_prior": bool(one_scan_prior(run.patient.anatomy, run.patient.t1, run.patient.t2)
+                                   .inside(torch.as_tensor(truth)[None]).item())}
+
+
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| patient | D [mm²/day] | ρ [1/day] | days (scan / later) | T2 / target / later [mL] | "
-             "coverage: margin | model | oracle |", "|---|---:|---:|---|---|---:|---:|---:|"]
+    lines = ["| patient | ell [mm] | tau | T2 / target / later [mL] | origin error [mm] | truth's HPD level | "
+             "ell in 98% | time [s] | coverage: margin | model | oracle |",
+             "|---|---:|---:|---|---:|---:|---|---:|---:|---:|---:|"]
     for r in rows:
-        c, v = r["coverage"], r["volumes_ml"]
-        lines.append(f"| {r['patient']} | {r['theta'][0]:.3g} | {r['theta'][1]:.3g} | {r['day']:.0f} / "
-                     f"{r['later_day']:.0f} | {v['t2']:.1f} / {v['target']:.1f} / {v['later_t2']:.1f} | "
+        c, v, p = r["coverage"], r["volumes_ml"], r["posterior"]
+        ell, tau = r["truth_one_scan"][3:5]
+        lines.append(f"| {r['patient']} | {ell:.2f} | {tau:.2f} | {v['t2']:.1f} / {v['target']:.1f} / "
+                     f"{v['later_t2']:.1f} | {p['origin_error_mm']:.1f} | {p['truth_hpd_level']:.2f} | "
+                     f"{'yes' if p['in_98_interval']['ell'] else 'no'} | {r['seconds']:.0f} | "
                      f"{c['margin']:.1%} | {c['model']:.1%} | {c['oracle']:.1%} |")
     mean = {k: np.mean([r["coverage"][k] for r in rows]) for k in ("margin", "model", "oracle")}
-    lines.append(f"| mean | | | | | {mean['margin']:.1%} | {mean['model']:.1%} | {mean['oracle']:.1%} |")
+    lines.append(f"| mean | | | | {np.mean([r['posterior']['origin_error_mm'] for r in rows]):.1f} | | | "
+                 f"{np.mean([r['seconds'] for r in rows]):.0f} | "
+                 f"{mean['margin']:.1%} | {mean['model']:.1%} | {mean['oracle']:.1%} |")
     return "\n".join(lines) + "\n"
 
 
@@ -166,7 +199,11 @@ def main(argv=None) -> dict:
                                                                    *(argv or sys.argv[1:])]),
                  "targets": {"model_within_2_points_of_oracle": bool(max(gaps) <= 0.02),
                              "model_never_below_margin": not below, "largest_gap_to_oracle": float(max(gaps)),
-                             "patients_below_margin": below},
+                             "patients_below_margin": below,
+                             "origin_in_98_region": sum(r["posterior"]["truth_in_98_region"] for r in rows),
+                             "origin_within_5_mm": sum(r["posterior"]["origin_error_mm"] <= 5 for r in rows),
+                             "ell_in_98_interval": sum(r["posterior"]["in_98_interval"]["ell"] for r in rows),
+                             "within_5_minutes": sum(r["seconds"] <= 300 for r in rows), "of": len(rows)},
                  "patients": rows, "skipped": skipped}, str(out / "results.json"))
 
 

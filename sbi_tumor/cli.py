@@ -79,10 +79,13 @@ def anatomy_from_args(args: argparse.Namespace) -> Anatomy:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from .config import BRATS_ENHANCING, BRATS_OEDEMA
     from .io import atomic_output_dir, save_nifti
     from .observation import check_thresholds, label_map
     from .solver import FKSolver, SolverConfig, seed_density
 
+    # the BraTS label of each of ours: 0 healthy, 1 T2 only = oedema, 2 T1 core = enhancing
+    brats = np.array([0, BRATS_OEDEMA, BRATS_ENHANCING[0]], dtype=np.uint8)
     check_thresholds(args.u_t1, args.u_t2)
     days = sorted(args.days)
     if days[0] <= 0:
@@ -105,13 +108,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             labels = label_map(u, args.u_t1, args.u_t2)
             save_nifti(Path(tmp) / f"density_day{day:g}.nii.gz", u, anatomy.affine, dtype=np.float32)
             save_nifti(Path(tmp) / f"labels_day{day:g}.nii.gz", labels, anatomy.affine, dtype=np.uint8)
+            save_nifti(Path(tmp) / f"brats_day{day:g}.nii.gz", brats[labels], anatomy.affine, dtype=np.uint8)
             t1 = float((labels == 2).sum() * anatomy.voxel_volume) / 1e3
             t2 = float((labels >= 1).sum() * anatomy.voxel_volume) / 1e3
             report["days"][f"{day:g}"] = {"T1_volume_ml": t1, "T2_volume_ml": t2}
             print(f"day {day:g}: T1 volume {t1:.2f} mL, T2 volume {t2:.2f} mL")
         report["wall_time_s"] = time.perf_counter() - t0
         (Path(tmp) / "volumes.json").write_text(json.dumps(report, indent=2))
-    print(f"wrote density_day*.nii.gz, labels_day*.nii.gz and volumes.json to {args.out} "
+    print(f"wrote density_day*.nii.gz, labels_day*.nii.gz (0 healthy, 1 T2 only, 2 T1 core), brats_day*.nii.gz "
+          f"(the same in BraTS labels: 2 oedema, 4 enhancing; for infer --seg) and volumes.json to {args.out} "
           f"({report['wall_time_s']:.1f} s)")
     return 0
 
@@ -161,12 +166,12 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 
 def _summary_table(result) -> str:
-    from .config import PARAMETER_NAMES
+    from .config import parameter_names
 
     q = np.quantile(result.samples.numpy(), SUMMARY_QUANTILES, axis=0)
     lines = [f"{'':6s} {'MAP':>9s} {'median':>9s} {'90% interval':>22s}"]
     lines += [f"{name:6s} {result.map[i]:9.3g} {q[1, i]:9.3g}   [{q[0, i]:8.3g}, {q[2, i]:8.3g}]"
-              for i, name in enumerate(PARAMETER_NAMES)]
+              for i, name in enumerate(parameter_names(result.samples.shape[1]))]
     return "\n".join(lines)
 
 
@@ -331,12 +336,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser(
-        "infer", help="posterior over (D, rho, u_T1, u_T2) from a patient's segmentations",
+        "infer", help="posterior of the tumour model from a patient's segmentations",
         description="Fit the tumour model to T1-gadolinium and T2/FLAIR segmentations. The initial "
-                    "condition is a seed point (--seed-mm; DAY = days since the seed) or the ADC map of "
+                    "condition is a seed point (--seed-mm; DAY = days since the seed), the ADC map of "
                     "a first scan (--adc; DAY = days from that scan to the segmentations), with cell "
                     "density inversely proportional to ADC inside that scan's T2 segmentation "
-                    "(--t2-initial). Writes posterior samples, MAP, the posterior, plots and a report.")
+                    "(--t2-initial), or, with neither, unknown: one scan, from which the posterior is over "
+                    "what it determines, the origin (x, y, z), ell = sqrt(D/rho) and tau = rho T (DAY, if "
+                    "given, is the tumour's age and gives D and rho), with infiltration maps and a "
+                    "radiotherapy target. Writes posterior samples, MAP, the posterior, plots and a report.")
     seg = p.add_argument_group("segmentations (--t1 and --t2, or --seg)")
     seg.add_argument("--t1", help="binary T1-gadolinium (core) segmentation, NIfTI; may be empty (no enhancing core)")
     seg.add_argument("--t2", help="binary T2/FLAIR segmentation, NIfTI")
@@ -344,8 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--labels", choices=["brats"], default="brats",
                      help="labels of --seg: brats = 1 necrosis, 2 oedema, 4 (or 3 since 2023) enhancing; "
                           "T1 core = enhancing + necrosis, T2 extent = all three")
-    p.add_argument("--day", type=DAY, required=True, help="days from the initial condition to --t1/--t2")
-    initial = p.add_mutually_exclusive_group(required=True)
+    p.add_argument("--day", type=DAY, help="days from the initial condition to --t1/--t2 (needed with --adc "
+                                           "or --seed-mm; without them, the tumour's age if known)")
+    initial = p.add_mutually_exclusive_group()
     initial.add_argument("--adc", help="ADC map of the first scan (the initial condition)")
     initial.add_argument("--seed-mm", type=COORDINATE, nargs=3, metavar=("X", "Y", "Z"),
                          help="seed point of the tumour in world (scanner/MNI) mm")
@@ -367,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Simulate the MAP and posterior samples of an infer run forward. Days count from "
                     "the initial condition, as in infer.")
     p.add_argument("--posterior", required=True, help="output directory of sbi-tumor infer")
-    p.add_argument("--days", type=DAY, nargs="+", required=True, help="days to predict")
+    p.add_argument("--days", type=DAY, nargs="+", help="days to predict (default: the fitted scan; one scan "
+                                                     "of unknown age predicts only that)")
     p.add_argument("--samples", type=number(int, 0, high=100_001), default=100,
                    help="posterior samples to simulate (default 100)")
     p.add_argument("--t2-observed", nargs="+", metavar="DAY=FILE",

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, get_args
 
 __all__ = ["DEFAULT_AUGMENT", "EMBEDDING_NAMES", "GREY_MATTER_RATIO", "SUMMARY_QUANTILES", "SYNTHETIC_SEED_MM", "INFILTRATION_LEVELS", "MAX_DAY", "MAX_STEPS", "InferenceConfig", "METHODS", "Method", "PARAMETER_LABELS",
-           "PARAMETER_NAMES", "PRESETS", "PriorPreset", "SEED_SIGMA_MM"]
+           "PARAMETER_NAMES", "PRESETS", "ONE_SCAN_NAMES", "ONE_SCAN_LABELS", "CSV_COLUMNS", "parameter_names", "parameter_labels", "INFILTRATION_LENGTH_MM", "FRONT_RADIUS_MM", "PriorPreset", "SEED_SIGMA_MM"]
 
 def check_counts(settings: Any, names: str, minimum: int = 1) -> None:
     """Raise a ``ValueError`` naming the first of ``names`` (space-separated attributes of
@@ -49,6 +49,9 @@ MAX_STEPS = 100_000
 #: thresholds (the human prior's u_T2 is 0.05-0.6), where tumour cells are present but invisible.
 INFILTRATION_LEVELS: tuple[float, ...] = (0.01, 0.05)
 
+#: BraTS segmentation labels: necrotic core, oedema, enhancing tumour (4 until 2021, 3 since 2023).
+BRATS_NECROSIS, BRATS_OEDEMA, BRATS_ENHANCING = 1, 2, (4, 3)
+
 #: Embedding nets by name (``sbi_tumor.embedding.EMBEDDINGS`` maps them to their classes).
 EMBEDDING_NAMES: tuple[str, ...] = ("cnn", "mlp", "radial")
 
@@ -62,6 +65,53 @@ PARAMETER_LABELS: tuple[str, ...] = (
     r"$u_{T1}$ [-]",
     r"$u_{T2}$ [-]",
 )
+
+
+#: Parameters of one scan with unknown origin and age (``sbi_tumor.one_scan``): the origin (world
+#: mm), the infiltration length ell = sqrt(D / rho) (mm), the dimensionless age tau = rho T and
+#: the thresholds.
+ONE_SCAN_NAMES: tuple[str, ...] = ("x", "y", "z", "ell", "tau", "u_T1", "u_T2")
+
+
+ONE_SCAN_LABELS: tuple[str, ...] = (
+    r"$x_0$ [mm]",
+    r"$y_0$ [mm]",
+    r"$z_0$ [mm]",
+    r"$\ell=\sqrt{D/\rho}$ [mm]",
+    r"$\tau=\rho T$ [-]",
+    r"$u_{T1}$ [-]",
+    r"$u_{T2}$ [-]",
+)
+
+#: Column names with units of theta in CSV files, by theta's length.
+CSV_COLUMNS: dict[int, str] = {4: "D_mm2_per_day,rho_per_day,u_T1,u_T2",
+                               7: "x_mm,y_mm,z_mm,ell_mm,tau,u_T1,u_T2"}
+
+
+def parameter_names(dim: int) -> tuple[str, ...]:
+    """Names of theta's columns: ``PARAMETER_NAMES`` (d = 4) or ``ONE_SCAN_NAMES`` (d = 7)."""
+    names = {4: PARAMETER_NAMES, 7: ONE_SCAN_NAMES}
+    if dim not in names:
+        raise ValueError(f"theta has 4 parameters {PARAMETER_NAMES} or 7 {ONE_SCAN_NAMES}, not {dim}.")
+    return names[dim]
+
+
+def parameter_labels(dim: int) -> tuple[str, ...]:
+    """Axis labels (with units) of theta's columns, as ``parameter_names``."""
+    parameter_names(dim)
+    return PARAMETER_LABELS if dim == 4 else ONE_SCAN_LABELS
+
+
+#: Prior range of the infiltration length sqrt(D / rho) (mm) with unknown origin and age. The
+#: human preset allows 0.3-27 mm; below 1 mm the front is narrower than half a voxel of the 2 mm
+#: grid and its speed no longer converges, and 20 mm already makes a tumour without a visible edge.
+INFILTRATION_LENGTH_MM: tuple[float, float] = (1.0, 20.0)
+
+#: Prior range of the distance the front has travelled, 2 ell tau (mm; 2 sqrt(D rho) T, the
+#: asymptotic speed times the age): from a tumour a few mm across to twice a hemisphere. A diffuse
+#: tumour (large ell, high u_T2) shows far less than its front has travelled: a synthetic human
+#: tumour with a visible T2 radius of 28 mm had 2 ell tau = 84 mm (``benchmarks/rt_target.py``).
+FRONT_RADIUS_MM: tuple[float, float] = (5.0, 150.0)
 
 
 @dataclass(frozen=True)

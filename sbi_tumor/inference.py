@@ -34,12 +34,13 @@ import torch
 from sbi.utils import BoxUniform
 from torch.distributions import Distribution
 
-from .config import SUMMARY_QUANTILES, InferenceConfig
+from .config import CSV_COLUMNS, SUMMARY_QUANTILES, InferenceConfig, parameter_names
 
 from .embedding import make_embedding
 from .identifiability import contraction
 from .posteriors import FeaturePosterior, LogRatesPosterior, label_map_features
 from .sbi_compat import CONSTANT_DATA_WARNING, epoch_cap_rounds, explained_failures, quiet, sample_truncated
+from .one_scan import OneScanPrior
 from .prior import LogUniformBox, _LogRatesPrior, log_rates_prior, rates
 from . import parallel
 
@@ -51,9 +52,10 @@ class InferenceResult:
     """What a run produced, besides the posterior itself.
 
     Attributes:
-        samples: posterior samples at ``x_o``, ``(num_posterior_samples, 4)``.
-        map: maximum a posteriori estimate, ``(4,)``.
-        theta_per_round: the parameters simulated in each round, list of ``(n_r, 4)``.
+        samples: posterior samples at ``x_o``, ``(num_posterior_samples, d)`` (d = 4, or 7 for
+            ``sbi_tumor.one_scan``).
+        map: maximum a posteriori estimate, ``(d,)``.
+        theta_per_round: the parameters simulated in each round, list of ``(n_r, d)``.
         training: per round, sbi's training summary (losses per epoch, epochs trained).
         wall_time: seconds.
         simulation_time: seconds.
@@ -75,8 +77,10 @@ class InferenceResult:
     config: dict
     contraction: list[float] | None = None
 
-    def summary(self, names: Sequence[str] = ("D", "rho", "u_T1", "u_T2")) -> dict:
-        """JSON-able summary: per-parameter mean, std, 5/50/95% quantiles, MAP; timings."""
+    def summary(self, names: Sequence[str] | None = None) -> dict:
+        """JSON-able summary: per-parameter mean, std, 5/50/95% quantiles, MAP; timings. ``names``
+        default to ``config.parameter_names`` of theta's length."""
+        names = names or parameter_names(self.samples.shape[1])
         s = self.samples.double()
         q = torch.quantile(s, torch.tensor(SUMMARY_QUANTILES, dtype=s.dtype), dim=0)
         params = {n: {"mean": float(s[:, i].mean()), "std": float(s[:, i].std()),
@@ -197,7 +201,9 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
     """Infer ``p(theta | x_o)`` in ``config.num_rounds`` rounds of sequential NPE.
 
     Args:
-        simulator: ``simulator(theta (B, 4)) -> x (B, 1, nx, ny, nz)``.
+        simulator: ``simulator(theta (B, d)) -> x (B, 1, nx, ny, nz)``, the thresholds (u_T1, u_T2)
+            last: [`TumorSimulator`][sbi_tumor.simulator.TumorSimulator] (d = 4) or
+            [`OneScanSimulator`][sbi_tumor.one_scan.OneScanSimulator] (d = 7).
         prior: a ``torch.distributions`` prior over theta (see
             [`make_prior`][sbi_tumor.prior.make_prior]).
         x_o: the observed label map, ``(1, nx, ny, nz)`` or ``(1, 1, nx, ny, nz)``.
@@ -206,7 +212,7 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
         simulate: ``simulate(round, theta) -> x uint8`` overriding how a round is simulated
             (used to store/resume or to distribute simulations); defaults to
             [`simulate_round`][sbi_tumor.inference.simulate_round]. It receives theta, also with
-            ``log_space``. With ``augment = K > 1``, theta is ``(N, 2 + 2K)`` (D, rho, then K
+            ``log_space``. With ``augment = K > 1``, theta is ``(N, d - 2 + 2K)`` (D, rho, then K
             threshold pairs) and x ``(N, K, nx, ny, nz)``: see ``ObservedManyTimes``.
 
     Returns:
@@ -223,8 +229,9 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
     if config.augment > 1 and simulate is None and not hasattr(simulator, "observe"):
         raise ValueError("augment > 1 needs a simulator with solve(theta) and observe(density, theta), as "
                          "TumorSimulator has.")
+    dim = int(prior.event_shape[0])
     if simulate is None:
-        observed = simulator if config.augment == 1 else ObservedManyTimes(simulator)
+        observed = simulator if config.augment == 1 else ObservedManyTimes(simulator, dim)
 
         def simulate(r: int, theta: torch.Tensor) -> np.ndarray:
             return simulate_round(observed, theta, config.simulation_batch_size, progress,
@@ -259,14 +266,14 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
             else:
                 theta = proposal.sample((config.num_simulations,), show_progress_bars=False)
         theta = theta.reshape(config.num_simulations, -1).to(torch.float32)
-        if config.augment > 1:  # (N, 2 + 2 augment): D, rho, then the threshold pairs
+        if config.augment > 1:  # (N, d - 2 + 2 augment): the solve's parameters, then threshold pairs
             with quiet(progress):
                 more = _redrawn_thresholds(region, prior, theta, config.augment - 1)
             theta = torch.cat([theta, more.flatten(1)], dim=1)
         t0 = time.perf_counter()
         x = torch.from_numpy(simulate(r, to_theta(theta)))
         t_sim += time.perf_counter() - t0
-        theta_pairs, x = parameter_pairs(theta), x.reshape(-1, 1, *x.shape[2:])
+        theta_pairs, x = parameter_pairs(theta, dim), x.reshape(-1, 1, *x.shape[2:])
         x = x.to(torch.float32) if features is None else features(x)
 
         t0 = time.perf_counter()
@@ -290,7 +297,7 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
             else:
                 proposal = posterior
         t_train += time.perf_counter() - t0
-        thetas.append(to_theta(theta[:, :4]))
+        thetas.append(to_theta(theta[:, :dim]))
         training.append(_round_summary(trainer.summary, r + 1, training))
 
     if capped:
@@ -314,32 +321,36 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
 
 
 class ObservedManyTimes:
-    """``theta (B, 2 + 2K) -> x (B, K, nx, ny, nz)``: one solve per row's (D, rho), observed with
-    each of its K threshold pairs. Picklable for simulation workers."""
+    """``theta (B, s + 2K) -> x (B, K, nx, ny, nz)``: one solve per row's first ``s = dim - 2``
+    parameters (the solve's: D and rho, or origin, ell and tau), observed with each of its K
+    threshold pairs. Picklable for simulation workers."""
 
-    def __init__(self, simulator: Callable):
-        self.simulator = simulator
+    def __init__(self, simulator: Callable, dim: int = 4):
+        self.simulator, self.solved = simulator, dim - 2
 
     def __call__(self, theta: torch.Tensor) -> torch.Tensor:
         theta = torch.as_tensor(theta, dtype=torch.float64)
-        density = self.simulator.solve(theta[:, :2])
-        pairs = theta[:, 2:].reshape(len(theta), -1, 2)
-        return torch.cat([self.simulator.observe(density, torch.cat([theta[:, :2], pairs[:, k]], dim=1))
+        s = self.solved
+        density = self.simulator.solve(theta[:, :s])
+        pairs = theta[:, s:].reshape(len(theta), -1, 2)
+        return torch.cat([self.simulator.observe(density, torch.cat([theta[:, :s], pairs[:, k]], dim=1))
                           for k in range(pairs.shape[1])], dim=1)
 
 
-def parameter_pairs(theta: torch.Tensor) -> torch.Tensor:
-    """``(N K, 4)`` parameter sets from ``theta (N, 2 + 2K)``: row ``n K + k`` is row n's (D, rho)
-    with its k-th threshold pair, matching ``x (N, K, ...)`` reshaped to ``(N K, 1, ...)``."""
-    n, k = theta.shape[0], (theta.shape[1] - 2) // 2
-    rates_ = theta[:, None, :2].expand(n, k, 2)
-    return torch.cat([rates_, theta[:, 2:].reshape(n, k, 2)], dim=2).reshape(n * k, 4)
+def parameter_pairs(theta: torch.Tensor, dim: int = 4) -> torch.Tensor:
+    """``(N K, dim)`` parameter sets from ``theta (N, s + 2K)``, ``s = dim - 2``: row ``n K + k`` is
+    row n's solve parameters with its k-th threshold pair (thresholds are the last two of the
+    ``dim``), matching ``x (N, K, ...)`` reshaped to ``(N K, 1, ...)``."""
+    s = dim - 2
+    n, k = theta.shape[0], (theta.shape[1] - s) // 2
+    solved = theta[:, None, :s].expand(n, k, s)
+    return torch.cat([solved, theta[:, s:].reshape(n, k, 2)], dim=2).reshape(n * k, dim)
 
 
 def _redrawn_thresholds(inside: Callable | None, prior: Distribution, theta: torch.Tensor, k: int,
                         candidates: int = 64, tries: int = 20) -> torch.Tensor:
-    """``k`` more threshold pairs per row of ``theta (N, 4)``, each drawn from the proposal's
-    conditional given the row's (D, rho); ``(N, k, 2)``.
+    """``k`` more threshold pairs per row of ``theta (N, d)`` (thresholds last), each drawn from the
+    proposal's conditional given the row's other parameters (D, rho, or origin, ell, tau); ``(N, k, 2)``.
 
     The proposal is the prior (``inside`` None) or the prior restricted to the region where
     ``inside(theta)`` is true (TSNPE). With thresholds
@@ -350,25 +361,26 @@ def _redrawn_thresholds(inside: Callable | None, prior: Distribution, theta: tor
     than ``k`` candidates fall inside take theirs, and the row's own thresholds (also a draw from
     the slice), uniformly with replacement: each pair is still such a draw, only less independent.
     """
-    if not isinstance(prior, (BoxUniform, LogUniformBox, _LogRatesPrior)):
+    if not isinstance(prior, (BoxUniform, LogUniformBox, _LogRatesPrior, OneScanPrior)):
         raise ValueError("augment needs a prior whose thresholds are independent of (D, rho), such as "
                          f"make_prior(...) returns; got {type(prior).__name__}.")
     n = len(theta)
     found: list[torch.Tensor] = [theta.new_empty(0, 2)] * n
     for _ in range(tries):
-        draws = prior.sample((n * candidates,))[:, 2:].reshape(n, candidates, 2).to(theta.dtype)
+        draws = prior.sample((n * candidates,))[:, -2:].reshape(n, candidates, 2).to(theta.dtype)
         if inside is None:
             ok = torch.ones(n, candidates, dtype=torch.bool)
         else:
-            full = torch.cat([theta[:, None, :2].expand(n, candidates, 2), draws], dim=2)
-            ok = inside(full.reshape(-1, 4)).reshape(n, candidates)
+            s = theta.shape[1] - 2
+            full = torch.cat([theta[:, None, :s].expand(n, candidates, s), draws], dim=2)
+            ok = inside(full.reshape(-1, s + 2)).reshape(n, candidates)
         found = [torch.cat([f, d[o]]) if len(f) < k else f for f, d, o in zip(found, draws, ok)]
         if min(len(f) for f in found) >= k:
             break
     out = []
     for row, f in zip(theta, found):
         if len(f) < k:
-            pool = torch.cat([f, row[None, 2:]])
+            pool = torch.cat([f, row[None, -2:]])
             f = pool[torch.randint(len(pool), (k,))]
         out.append(f[:k])
     return torch.stack(out)
@@ -376,7 +388,7 @@ def _redrawn_thresholds(inside: Callable | None, prior: Distribution, theta: tor
 
 def _truncated_prior(prior: Distribution, posterior: Any, quantile: float) -> tuple[Distribution, Callable]:
     """The prior restricted to the posterior's highest-density region of mass ``1 - quantile``,
-    and the region's indicator ``theta (N, 4) -> bool (N,)``."""
+    and the region's indicator ``theta (N, d) -> bool (N,)``."""
     from sbi.utils import RestrictedPrior, get_density_thresholder
 
     class Quiet:  # get_density_thresholder calls sample() without show_progress_bars
@@ -403,7 +415,7 @@ def save_result(directory: str | Path, posterior, result: InferenceResult) -> No
     directory.mkdir(parents=True, exist_ok=True)
     torch.save({"posterior": posterior, "result": result, "format": 1}, directory / "posterior.pt")
     np.savetxt(directory / "samples.csv", result.samples.numpy(), delimiter=",",
-               header="D_mm2_per_day,rho_per_day,u_T1,u_T2", comments="")
+               header=CSV_COLUMNS[result.samples.shape[1]], comments="")
     (directory / "summary.json").write_text(json.dumps(result.summary(), indent=2, default=_jsonable))
 
 

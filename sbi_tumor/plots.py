@@ -15,7 +15,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from .anatomy import Anatomy
-from .config import PARAMETER_LABELS, PARAMETER_NAMES
+from .config import parameter_labels, parameter_names
 
 __all__ = ["LABEL_CMAP", "POINT_COLOURS", "REGION_COLOURS", "pair_plot", "slice_figure", "save_figure"]
 
@@ -34,27 +34,31 @@ LABEL_CMAP = ListedColormap([(0, 0, 0, 0), (1.0, 0.85, 0.0, 0.55), (0.9, 0.1, 0.
 
 def pair_plot(samples: np.ndarray, limits: tuple[Sequence[float], Sequence[float]] | None,
               points: Mapping[str, np.ndarray] | None = None, weak: Sequence[str] = ()) -> Figure:
-    """sbi's pair plot of posterior samples ``(N, 4)`` over the prior box, with ``points``
-    (e.g. ``{"MAP": theta, "truth": theta}``, each ``(4,)``) marked and named in a legend; the
-    parameters named in ``weak`` (``PARAMETER_NAMES``) are marked as weakly determined."""
+    """sbi's pair plot of posterior samples ``(N, d)`` (d = 4, or 7 for one scan) over the prior
+    box, with ``points`` (e.g. ``{"MAP": theta, "truth": theta}``, each ``(d,)``) marked and named
+    in a legend; the parameters named in ``weak`` (``config.parameter_names``) are marked as
+    weakly determined."""
     from sbi.analysis import pairplot
 
+    dim = np.shape(samples)[1]
+    names = parameter_names(dim)
     points = dict(points or {})
     others = iter(_OTHER_POINT_COLOURS)
     colours = [POINT_COLOURS.get(name) or next(others) for name in points]
     fig, axes = pairplot(
         samples, points=[np.asarray(p)[None] for p in points.values()] or None,
-        limits=None if limits is None else list(zip(*limits)), labels=list(PARAMETER_LABELS),
-        figsize=(8, 8), diag="kde", upper="kde",
+        limits=None if limits is None else list(zip(*limits)), labels=list(parameter_labels(dim)),
+        figsize=(8, 8) if dim == 4 else (11, 11), diag="kde", upper="kde",
         fig_kwargs={"points_colors": list(colours), "points_offdiag": {"marker": "*", "markersize": 12}})
     for (name, _), colour in zip(points.items(), colours):
         axes[0, -1].plot([], [], "*", color=colour, markersize=12, label=name)
     if points:
         axes[0, -1].legend(loc="upper right", frameon=False)
-    for i, name in enumerate(PARAMETER_NAMES):
+    for i, name in enumerate(names):
         if name in weak:
             axes[i, i].set_title("weakly determined:\nmostly the prior", fontsize=8, color="tab:gray")
-    fig.suptitle("Posterior of (D, rho, u_T1, u_T2)")
+    fig.suptitle(f"Posterior of ({', '.join(names)})" + ("" if dim == 4 else
+                 ": origin, infiltration length sqrt(D/rho), age rho T, thresholds"))
     return fig
 
 

@@ -28,7 +28,8 @@ import torch
 
 from .anatomy import Anatomy
 from .observation import check_thresholds, label_map
-from .config import SEED_SIGMA_MM
+from .config import PARAMETER_NAMES, SEED_SIGMA_MM
+from .identifiability import front_speed
 from .solver import FKSolver, SolverConfig, seed_density
 from .torch_solver import TorchFKSolver
 
@@ -143,6 +144,12 @@ class TumorSimulator:
         self._walls = _cut_faces(anatomy, self.domain)
         self.full_shape = anatomy.shape
 
+    parameter_names: tuple[str, ...] = PARAMETER_NAMES
+
+    def front_speed(self, theta) -> np.ndarray:
+        """Asymptotic front speed ``2 sqrt(D rho)`` (mm/day) of theta ``(B, 2+)``, ``(B,)``."""
+        return front_speed(_as_theta(theta, min_columns=2))
+
     def __getstate__(self) -> dict:
         # The torch solver holds device tensors; workers rebuild it on their own device.
         return self.__dict__ | {"_torch_solver": None}
@@ -189,20 +196,24 @@ class TumorSimulator:
         t2 = theta[:, 3].reshape(-1, 1, 1, 1, 1)
         return label_map(density, t1, t2)
 
-    def density(self, theta, days: Sequence[float], progress: bool = False) -> np.ndarray:
+    def density(self, theta, days: Sequence[float], progress: bool = False,
+                u0: np.ndarray | None = None) -> np.ndarray:
         """Tumour density on the ROI, float32 ``(B, len(days), nx, ny, nz)``; theta ``(B, 2+)``
-        (D, rho, ...)."""
+        (D, rho, ...). ``u0``: initial densities on the domain, one per row ``(B, ...)``, instead
+        of the simulator's own (an origin that varies with theta:
+        [`OneScanSimulator`][sbi_tumor.one_scan.OneScanSimulator])."""
         theta = _as_theta(theta, min_columns=2)
+        u0 = self.u0 if u0 is None else u0
         window = (slice(None), slice(None)) + self._window
         if self.resolved_backend == "torch":
             if self._torch_solver is None:
                 self._torch_solver = TorchFKSolver(self.domain, self.solver.config, self.device)
-            full = self._torch_solver.solve(theta[:, 0], theta[:, 1], self.u0, days, progress=progress)
+            full = self._torch_solver.solve(theta[:, 0], theta[:, 1], u0, days, progress=progress)
             self._check_border(full)
             return np.ascontiguousarray(full[window])
         out = np.empty((len(theta), len(days)) + self.roi.shape, dtype=np.float32)
         for b, (d, rho) in enumerate(theta[:, :2]):
-            full = self.solver.solve(d, rho, self.u0, days, progress=progress)[None]
+            full = self.solver.solve(d, rho, u0 if u0.ndim == 3 else u0[b], days, progress=progress)[None]
             self._check_border(full)
             out[b] = full[window]
         return out

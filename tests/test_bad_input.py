@@ -78,7 +78,7 @@ CLI_CASES = [
     (f"{INFER} --resume", r"--resume: there is no interrupted run.*drop --resume"),
     (f"{INFER} --scheduler tcp://127.0.0.1:9", r"--scheduler: cannot reach the Dask scheduler at tcp://127.0.0.1:9"),
     (f"{INFER} --scheduler 127.0.0.1:8786", r"--scheduler 127.0.0.1:8786: expected tcp://HOST:PORT"),
-    ("infer --t1 {t1} --t2 {t2} --day 100", r"--seed-mm|--adc"),
+    ("infer --t1 {t1} --t2 {t2} --seed-mm -30 20 30", r"With a seed point, give the days .* \(--day\)"),
     ("infer --t1 {t1} --day 100 --seed-mm -30 20 30", r"Give the segmentations: --t1 T1.nii.gz --t2 T2.nii.gz"),
     ("infer --seg {labels} --t1 {t1} --day 100 --seed-mm -30 20 30", r"Give --seg .* not both"),
     ("infer --seg {prob} --day 100 --seed-mm -30 20 30", r"non-integer values"),

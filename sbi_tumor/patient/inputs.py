@@ -21,9 +21,10 @@ import torch
 
 from ..anatomy import Anatomy, load_mni152
 from ..observation import masks_to_labels
+from ..one_scan import AGE_UNIT, OneScanSimulator
 from ..simulator import InitialCondition, TumorSimulator
 from ..solver import SolverConfig
-from ..config import GREY_MATTER_RATIO
+from ..config import BRATS_ENHANCING, BRATS_NECROSIS, BRATS_OEDEMA, GREY_MATTER_RATIO
 
 __all__ = [
     "InputError",
@@ -119,7 +120,6 @@ def load_label_map(path: str | Path, labels: Sequence[int],
 #: BraTS label conventions: necrotic core 1, oedema 2, enhancing tumour 4 (BraTS 2012-2021) or 3
 #: (BraTS 2023 and later). The T1-gadolinium core is enhancing + necrosis, the T2/FLAIR extent all
 #: three.
-BRATS_NECROSIS, BRATS_OEDEMA, BRATS_ENHANCING = 1, 2, (4, 3)
 
 
 def load_brats(path: str | Path, name: str = "BraTS segmentation") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -282,8 +282,10 @@ class Patient:
         anatomy: tissue maps, shape ``(nx, ny, nz)``.
         t1: bool masks of the segmentations being fitted, anatomy grid.
         t2: bool masks of the segmentations being fitted, anatomy grid.
-        day: days from the initial condition to the segmentations.
-        initial: the initial condition (seed point or density map on the anatomy grid).
+        day: days from the initial condition to the segmentations; with ``initial`` None, the
+            tumour's age if known (else None).
+        initial: the initial condition (seed point or density map on the anatomy grid), or
+            None: one scan, the origin unknown (inferred, see ``sbi_tumor.one_scan``).
         input_shape: grid of the input segmentations (results are written on it).
         input_affine: grid of the input segmentations (results are written on it).
         roi_size_mm: edge of the cubic region of interest the model runs on (mm).
@@ -293,18 +295,49 @@ class Patient:
     anatomy: Anatomy
     t1: np.ndarray
     t2: np.ndarray
-    day: float
-    initial: InitialCondition
+    day: float | None
+    initial: InitialCondition | None
     input_shape: tuple[int, int, int]
     input_affine: np.ndarray
     roi_size_mm: float
     ratio: float = GREY_MATTER_RATIO
 
-    def simulator(self, roi_size_mm: float | None = None, day: float | None = None) -> TumorSimulator:
-        """The batched simulator of this patient (at ``day``, by default the fitted day)."""
+    @property
+    def one_scan(self) -> bool:
+        """True when the origin is unknown: theta is ``sbi_tumor.one_scan``'s (origin, ell, tau, ...)."""
+        return self.initial is None
+
+    @property
+    def scan_day(self) -> float:
+        """The fitted scan's time: ``day``, or with one scan of unknown age ``AGE_UNIT`` (times in
+        units of the age)."""
+        return AGE_UNIT if self.day is None else self.day
+
+    @property
+    def scan_name(self) -> str:
+        """The fitted scan as figures and reports name it: "day 9", or "the scan" when its time
+        since the origin is unknown."""
+        return "the scan" if self.day is None else f"day {self.day:g}"
+
+    @property
+    def centre_mm(self) -> np.ndarray:
+        """Centre of the observation window (world mm): the initial tumour's, or with an unknown
+        origin the T2 region's centroid."""
+        if self.initial is not None:
+            return self.initial.centre_mm(self.anatomy)
+        return self.anatomy.voxel_to_world(np.argwhere(self.t2).mean(0))
+
+    def simulator(self, roi_size_mm: float | None = None,
+                  day: float | None = None) -> TumorSimulator | OneScanSimulator:
+        """The batched simulator of this patient (at ``day``, by default the fitted day): a
+        ``TumorSimulator``, or a ``OneScanSimulator`` when the origin is unknown (its times in days
+        when the age is known, else in units of the age)."""
+        roi = roi_size_mm or self.roi_size_mm
+        if self.one_scan:
+            return OneScanSimulator(self.anatomy, self.centre_mm, roi_size_mm=roi, ratio=self.ratio,
+                                    age_days=self.day)
         return TumorSimulator(self.anatomy, self.initial, day=self.day if day is None else day,
-                              roi_size_mm=roi_size_mm or self.roi_size_mm,
-                              solver_config=SolverConfig(ratio=self.ratio))
+                              roi_size_mm=roi, solver_config=SolverConfig(ratio=self.ratio))
 
     def observation(self, simulator: TumorSimulator) -> torch.Tensor:
         """The observed label map x_o on the simulator's ROI, float32 ``(1, nx, ny, nz)``."""
@@ -318,9 +351,12 @@ class Patient:
     def fingerprint(self) -> str:
         """Hash of everything that determines the simulations and x_o (to match a resumed run)."""
         h = hashlib.sha256()
+        initial = self.initial
         for a in (self.anatomy.wm, self.anatomy.gm, self.anatomy.csf, self.anatomy.affine, self.labels,
-                  np.asarray(self.initial.seed_mm if self.initial.density is None else self.initial.density),
-                  np.array([self.day, self.roi_size_mm, self.ratio, self.anatomy.tissue_threshold])):
+                  np.asarray([] if initial is None else initial.seed_mm if initial.density is None
+                             else initial.density, dtype=np.float64),
+                  np.array([np.nan if self.day is None else self.day, self.roi_size_mm, self.ratio,
+                            self.anatomy.tissue_threshold])):
             h.update(np.ascontiguousarray(a).tobytes())
         return h.hexdigest()
 
@@ -330,24 +366,30 @@ class Patient:
         np.savez_compressed(
             path, wm=self.anatomy.wm, gm=self.anatomy.gm, csf=self.anatomy.csf,
             affine=self.anatomy.affine, tissue_threshold=self.anatomy.tissue_threshold,
-            t1=self.t1, t2=self.t2, day=self.day, input_shape=np.array(self.input_shape),
-            input_affine=self.input_affine, roi_size_mm=self.roi_size_mm, ratio=self.ratio,
-            seed_mm=np.array(initial.seed_mm if initial.seed_mm is not None else []),
-            density=initial.density if initial.density is not None else np.zeros(0, np.float32))
+            t1=self.t1, t2=self.t2, day=np.nan if self.day is None else self.day,
+            input_shape=np.array(self.input_shape), input_affine=self.input_affine,
+            roi_size_mm=self.roi_size_mm, ratio=self.ratio, one_scan=initial is None,
+            seed_mm=np.array(initial.seed_mm if initial is not None and initial.seed_mm is not None else []),
+            density=(initial.density if initial is not None and initial.density is not None
+                     else np.zeros(0, np.float32)))
 
     @classmethod
     def load(cls, path: str | Path) -> "Patient":
         with np.load(path) as f:
             anatomy = Anatomy(wm=f["wm"], gm=f["gm"], csf=f["csf"], affine=f["affine"],
                               tissue_threshold=float(f["tissue_threshold"]))
-            initial = (InitialCondition(seed_mm=tuple(f["seed_mm"].tolist())) if f["seed_mm"].size
+            initial = (None if "one_scan" in f and bool(f["one_scan"])
+                       else InitialCondition(seed_mm=tuple(f["seed_mm"].tolist())) if f["seed_mm"].size
                        else InitialCondition(density=f["density"]))
-            return cls(anatomy=anatomy, t1=f["t1"], t2=f["t2"], day=float(f["day"]), initial=initial,
+            day = float(f["day"])
+            return cls(anatomy=anatomy, t1=f["t1"], t2=f["t2"], day=None if np.isnan(day) else day,
+                       initial=initial,
                        input_shape=tuple(int(n) for n in f["input_shape"]), input_affine=f["input_affine"],
                        roi_size_mm=float(f["roi_size_mm"]), ratio=float(f["ratio"]))
 
 
-def load_patient(t1: str | Path, t2: str | Path | None, day: float, *, adc: str | Path | None = None,
+def load_patient(t1: str | Path, t2: str | Path | None, day: float | None = None, *,
+                 adc: str | Path | None = None,
                  t2_initial: str | Path | None = None, seed_mm: Sequence[float] | None = None,
                  anatomy: Anatomy | None = None, ratio: float = GREY_MATTER_RATIO, roi_margin_mm: float = 16.0,
                  min_roi_mm: float = 64.0) -> Patient:
@@ -357,8 +399,10 @@ def load_patient(t1: str | Path, t2: str | Path | None, day: float, *, adc: str 
         t1: binary NIfTI segmentation of the T1-gadolinium core to fit (empty: no enhancing core),
             or, with ``t2`` None, a BraTS label map ([`load_brats`][sbi_tumor.patient.inputs.load_brats]).
         t2: binary NIfTI segmentation of the T2/FLAIR region to fit; None for a BraTS ``t1``.
-        day: days from the initial condition to ``t1``/``t2`` (see the module docstring).
-        adc: ADC map of the first scan: the initial density (give this or ``seed_mm``).
+        day: days from the initial condition to ``t1``/``t2`` (see the module docstring); with
+            neither ``adc`` nor ``seed_mm``, the tumour's age if known, else None.
+        adc: ADC map of the first scan: the initial density (give this, ``seed_mm``, or neither:
+            one scan, whose origin and age are inferred; see ``sbi_tumor.one_scan``).
         t2_initial: T2 segmentation of the ADC scan, inside which ADC defines the density;
             defaults to ``t2`` (with a warning: that overstates the initial tumour).
         seed_mm: seed point in world mm: the initial condition is a point tumour there.
@@ -369,15 +413,21 @@ def load_patient(t1: str | Path, t2: str | Path | None, day: float, *, adc: str 
         min_roi_mm: the ROI is the T2 extent around the tumour centre plus this
             margin on each side, and at least ``min_roi_mm`` wide.
     """
-    if (adc is None) == (seed_mm is None):
-        raise InputError("Give the initial condition: either an ADC map (--adc) or a seed point "
-                         "(--seed-mm X Y Z), not both.")
+    if adc is not None and seed_mm is not None:
+        raise InputError("Give one initial condition: an ADC map (--adc) or a seed point (--seed-mm X Y Z), "
+                         "not both (or neither, to infer the origin from one scan).")
     if t2_initial is not None and adc is None:
         raise InputError("t2_initial (--t2-initial) masks the ADC map; it needs an ADC map (--adc).")
-    day = check_day(day, 0.0)
-    if day == 0:
-        raise InputError("The observation day is 0, the time of the initial condition itself; give "
-                         "the days between the initial condition and the segmentations (> 0).")
+    one_scan = adc is None and seed_mm is None
+    if day is None and not one_scan:
+        raise InputError("With " + ("an ADC map" if adc is not None else "a seed point") + ", give the days "
+                         "between it and the segmentations (--day); or leave out --adc/--seed-mm too, and the "
+                         "origin and age are inferred from the scan.")
+    if day is not None:
+        day = check_day(day, 0.0)
+        if day == 0:
+            raise InputError("The observation day is 0, the time of the initial condition itself; give "
+                             "the days between the initial condition and the segmentations (> 0).")
     anatomy = anatomy if anatomy is not None else load_mni152(2.0)
     t1_mask, t2_mask, affine = load_segmentations(t1, t2)
     t1a = to_anatomy_grid(t1_mask, affine, anatomy, "mask", name="T1 segmentation")
@@ -389,6 +439,7 @@ def load_patient(t1: str | Path, t2: str | Path | None, day: float, *, adc: str 
             "segmentations must be registered to the anatomy's space (e.g. MNI for the default "
             "atlas) before inference.")
 
+    initial: InitialCondition | None = None
     if seed_mm is not None:
         seed = tuple(float(v) for v in seed_mm)
         i, j, k = anatomy.check_seed(np.asarray(seed))
@@ -397,7 +448,7 @@ def load_patient(t1: str | Path, t2: str | Path | None, day: float, *, adc: str 
                           "from its seed, so check the coordinates (world mm, not voxels).",
                           UserWarning, stacklevel=2)
         initial = InitialCondition(seed_mm=seed)
-    else:
+    elif adc is not None:
         adc_map, adc_affine = load_adc(adc)
         if t2_initial is None:
             warnings.warn("No T2 segmentation of the ADC scan (t2_initial / --t2-initial): the ADC "
@@ -410,9 +461,13 @@ def load_patient(t1: str | Path, t2: str | Path | None, day: float, *, adc: str 
         adc_a = to_anatomy_grid(adc_map, adc_affine, anatomy, "continuous", name="ADC map")
         initial = InitialCondition(density=adc_to_density(adc_a, mask0))
 
-    roi = roi_edge_mm(anatomy, t2a, initial.centre_mm(anatomy), roi_margin_mm, min_roi_mm)
-    return Patient(anatomy=anatomy, t1=t1a, t2=t2a, day=day, initial=initial,
-                   input_shape=tuple(t1_mask.shape), input_affine=affine, roi_size_mm=roi, ratio=ratio)
+    elif not ((t1a if t1a.any() else t2a) & anatomy.tissue).any():
+        raise InputError("No voxel of the " + ("T1 core" if t1a.any() else "T2 region") + " lies on brain "
+                         "tissue, where the tumour's origin must be; register the segmentations to the anatomy.")
+    patient = Patient(anatomy=anatomy, t1=t1a, t2=t2a, day=day, initial=initial,
+                      input_shape=tuple(t1_mask.shape), input_affine=affine, roi_size_mm=0.0, ratio=ratio)
+    patient.roi_size_mm = roi_edge_mm(anatomy, t2a, patient.centre_mm, roi_margin_mm, min_roi_mm)
+    return patient
 
 
 # A T2 region mostly outside brain tissue means images not registered to the anatomy.

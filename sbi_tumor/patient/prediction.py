@@ -19,11 +19,10 @@ import torch
 from matplotlib.figure import Figure
 
 from .. import plots
-from ..identifiability import front_speed
 from ..observation import dice
-from ..config import INFILTRATION_LEVELS
+from ..config import INFILTRATION_LEVELS, parameter_names
 from ..io import atomic_output_dir, save_nifti
-from .inputs import check_day, load_mask, to_anatomy_grid
+from .inputs import InputError, check_day, load_mask, to_anatomy_grid
 from .run import InferenceRun, load_run
 
 __all__ = ["Prediction", "infiltration_figure", "predict", "save_prediction", "volume_plot"]
@@ -85,7 +84,7 @@ class Prediction:
         return rows
 
 
-def predict(run: InferenceRun | str | Path, days: Sequence[float], *, num_samples: int = 100,
+def predict(run: InferenceRun | str | Path, days: Sequence[float] | None, *, num_samples: int = 100,
             observed_t2: Mapping[float, str | Path] | None = None,
             observed_t1: Mapping[float, str | Path] | None = None, seed: int = 0,
             curve_points: int = 25, levels: Sequence[float] = INFILTRATION_LEVELS,
@@ -94,7 +93,9 @@ def predict(run: InferenceRun | str | Path, days: Sequence[float], *, num_sample
 
     Args:
         run: a fitted run or its directory (see [`sbi_tumor.patient.run.load_run`][sbi_tumor.patient.run.load_run]).
-        days: days after the initial condition to predict (> 0).
+        days: days after the initial condition to predict (> 0); None: the fitted scan only. With
+            one scan whose age is unknown (``sbi_tumor.one_scan``), only the scan can be predicted:
+            growth in days needs D and rho, which need the age.
         num_samples: posterior samples to simulate for the uncertainty.
         observed_t2: ``{day: segmentation file}`` of later scans to compare with;
             their days are added to ``days``.
@@ -112,6 +113,13 @@ def predict(run: InferenceRun | str | Path, days: Sequence[float], *, num_sample
     patient = run.patient
     observed = {region: {check_day(d, 0.0): Path(p) for d, p in (files or {}).items()}
                 for region, files in (("T1", observed_t1), ("T2", observed_t2))}
+    simulator = patient.simulator()
+    if patient.one_scan and patient.day is None and (days is not None or any(observed.values())):
+        raise InputError("This posterior is from one scan of a tumour whose age is unknown: it says where the "
+                         "tumour is now (and how far it has invisibly spread), but not how fast it grows in days. "
+                         "Predict at the scan only (no --days), or re-run infer with the age (--day) or a second "
+                         "scan (--adc and --t2-initial).")
+    days = [simulator.day] if days is None else days
     days = np.unique([check_day(d, 0.0) for d in days] + [d for f in observed.values() for d in f])
     if days.size == 0 or days[0] <= 0:
         raise ValueError(f"Give days > 0 (after the initial condition) to predict, got {days.tolist()}.")
@@ -128,7 +136,7 @@ def predict(run: InferenceRun | str | Path, days: Sequence[float], *, num_sample
     theta = np.concatenate([run.result.map.numpy()[None], samples]).astype(np.float64)
     curve_days = np.unique(np.concatenate([np.linspace(0, days[-1], curve_points), days]))
     at_days = np.searchsorted(curve_days, days)
-    simulator = patient.simulator(_roi_for(run, theta, days[-1]), day=days[-1])
+    simulator = patient.simulator(_roi_for(run, simulator, theta, days[-1]), day=days[-1])
     voxel = patient.anatomy.voxel_volume
 
     curves = {region: np.empty((len(theta), len(curve_days))) for region in _REGIONS}
@@ -137,15 +145,15 @@ def predict(run: InferenceRun | str | Path, days: Sequence[float], *, num_sample
     total = np.zeros((len(days), *simulator.roi.shape), np.float32)
     for i, t in enumerate(tqdm(theta, desc="prediction runs (MAP + samples)", unit="run",
                                disable=not progress)):
-        density = simulator.density(t[None, :2], curve_days)[0]
-        t1, t2 = density >= t[2], density >= t[3]
+        density = simulator.density(t[None, :-2], curve_days)[0]  # thresholds are theta's last two
+        t1, t2 = density >= t[-2], density >= t[-1]
         curves["T1"][i], curves["T2"][i] = t1.sum((1, 2, 3)) * voxel, t2.sum((1, 2, 3)) * voxel
         for (region, d), score in scores.items():
             predicted = simulator.to_full_grid((t1 if region == "T1" else t2)[np.searchsorted(curve_days, d)])
             score[i] = dice(predicted, masks[region][d])
         if i == 0:  # the MAP: keep its maps
             map_density = simulator.to_full_grid(density[at_days])
-            map_labels = (map_density >= t[2]).astype(np.uint8) + (map_density >= t[3])
+            map_labels = (map_density >= t[-2]).astype(np.uint8) + (map_density >= t[-1])
         else:  # a posterior sample: count where it exceeds each level
             for k, c in enumerate(levels):
                 exceed[k] += density[at_days] > c
@@ -175,14 +183,14 @@ def _observed_mask(path: Path, name: str, run: InferenceRun) -> np.ndarray:
     return to_anatomy_grid(mask, affine, run.patient.anatomy, "mask", name=name)
 
 
-def _roi_for(run: InferenceRun, theta: np.ndarray, last_day: float) -> float:
-    """ROI edge (mm) that also holds the growth after the fitted day.
+def _roi_for(run: InferenceRun, simulator, theta: np.ndarray, last_day: float) -> float:
+    """ROI edge (mm) that also holds the growth after the fitted scan.
 
     The Fisher-Kolmogorov front moves at ``2 sqrt(D rho)`` mm/day in white matter; the fitted
     ROI is widened by that distance on each side for the fastest simulated parameters.
     """
-    speed = float(front_speed(theta).max())
-    return run.patient.roi_size_mm + 2 * speed * max(0.0, last_day - run.patient.day)
+    speed = float(simulator.front_speed(theta).max())
+    return run.patient.roi_size_mm + 2 * speed * max(0.0, last_day - simulator.day)
 
 
 def save_prediction(prediction: Prediction, run: InferenceRun | str | Path, out_dir: str | Path,
@@ -202,29 +210,29 @@ def save_prediction(prediction: Prediction, run: InferenceRun | str | Path, out_
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         for j, day in enumerate(prediction.days):
             for kind, data in (("density", prediction.map_density[j]), ("labels", prediction.map_labels[j])):
-                name = f"map_{kind}_day{day:g}.nii.gz"
-                save_nifti(tmp / name, _to_input_grid(data, run, kind == "labels"), patient.input_affine,
+                name = f"map_{kind}_{_tag(day, patient)}.nii.gz"
+                save_nifti(tmp / name, to_input_grid(data, run, kind == "labels"), patient.input_affine,
                            dtype=np.uint8 if kind == "labels" else np.float32)
-                files[f"MAP {kind}, day {day:g} (input grid)"] = name
-            name = f"mean_density_day{day:g}.nii.gz"
-            save_nifti(tmp / name, _to_input_grid(prediction.mean_density[j], run, False), patient.input_affine,
+                files[f"MAP {kind}, {_when(day, patient)} (input grid)"] = name
+            name = f"mean_density_{_tag(day, patient)}.nii.gz"
+            save_nifti(tmp / name, to_input_grid(prediction.mean_density[j], run, False), patient.input_affine,
                        dtype=np.float32)
-            files[f"posterior mean density, day {day:g} (input grid)"] = name
+            files[f"posterior mean density, {_when(day, patient)} (input grid)"] = name
             for k, c in enumerate(prediction.levels):
-                name = f"infiltration_c{c:g}_day{day:g}.nii.gz"
-                save_nifti(tmp / name, _to_input_grid(prediction.infiltration[k, j], run, False),
+                name = f"infiltration_c{c:g}_{_tag(day, patient)}.nii.gz"
+                save_nifti(tmp / name, to_input_grid(prediction.infiltration[k, j], run, False),
                            patient.input_affine, dtype=np.float32)
-                files[f"P(u > {c:g}), day {day:g} (input grid)"] = name
+                files[f"P(u > {c:g}), {_when(day, patient)} (input grid)"] = name
         columns = list(dict.fromkeys(k for row in rows for k in row))  # first-seen order
         lines = [",".join(columns)] + [",".join(_fmt(row.get(c)) for c in columns) for row in rows]
         (tmp / "volumes.csv").write_text("\n".join(lines) + "\n")
         (tmp / "prediction.json").write_text(json.dumps({
             "posterior": str(run.directory), "map": prediction.map.tolist(),
             "num_samples": len(prediction.samples), "days": rows, "seconds": prediction.seconds,
-            "units": "volumes in mm^3 on the model grid; days after the initial condition"}, indent=2))
+            "units": "volumes in mm^3 on the model grid; " + _time_unit(patient)}, indent=2))
         voxel = patient.anatomy.voxel_volume
-        fitted = (patient.day, patient.t1.sum() * voxel, patient.t2.sum() * voxel)
-        plots.save_figure(volume_plot(prediction, fitted), tmp / "volumes.png")
+        fitted = (patient.scan_day, patient.t1.sum() * voxel, patient.t2.sum() * voxel)
+        plots.save_figure(volume_plot(prediction, fitted, _time_unit(patient)), tmp / "volumes.png")
         plots.save_figure(plots.slice_figure(patient.anatomy, _slice_panels(prediction, run)),
                           tmp / "slices.png")
         plots.save_figure(infiltration_figure(prediction, run), tmp / "infiltration.png")
@@ -238,12 +246,12 @@ def save_prediction(prediction: Prediction, run: InferenceRun | str | Path, out_
 
 def _slice_panels(prediction: Prediction, run: InferenceRun) -> list:
     """MAP label maps per day, with the observed (or fitted) segmentation as contours."""
-    observed = {run.patient.day: run.patient.labels} | prediction.observed_labels
-    return [(f"MAP, day {d:g}" + (" (contours: observed)" if float(d) in observed else ""),
+    observed = {run.patient.scan_day: run.patient.labels} | prediction.observed_labels
+    return [(f"MAP, {_when(d, run.patient)}" + (" (contours: observed)" if float(d) in observed else ""),
              prediction.map_labels[j], observed.get(float(d))) for j, d in enumerate(prediction.days)]
 
 
-def _to_input_grid(data: np.ndarray, run: InferenceRun, labels: bool) -> np.ndarray:
+def to_input_grid(data: np.ndarray, run: InferenceRun, labels: bool) -> np.ndarray:
     """An anatomy-grid array resampled onto the input segmentations' grid (nearest for labels)."""
     patient = run.patient
     anatomy = patient.anatomy
@@ -259,16 +267,31 @@ def _to_input_grid(data: np.ndarray, run: InferenceRun, labels: bool) -> np.ndar
     return np.asarray(out.dataobj)
 
 
+def _tag(day: float, patient) -> str:
+    """File-name part of a predicted time: ``day12``, or ``scan`` for one scan of unknown age."""
+    return "scan" if patient.day is None else f"day{day:g}"
+
+
+def _when(day: float, patient) -> str:
+    """A predicted time in words: "day 12", or "the scan" for one scan of unknown age."""
+    return patient.scan_name if patient.day is None else f"day {day:g}"
+
+
+def _time_unit(patient) -> str:
+    return ("time in units of the tumour's (unknown) age: 1 is the scan" if patient.day is None
+            else "days after the initial condition")
+
+
 def _fmt(value) -> str:
     return "" if value is None else f"{value:.6g}"
 
 
 def _report(prediction: Prediction, run: InferenceRun, files: dict[str, str]) -> str:
     lines = ["# sbi-tumor prediction report", "",
-             f"- Posterior: `{run.directory}`; MAP (D, rho, u_T1, u_T2) = "
+             f"- Posterior: `{run.directory}`; MAP ({', '.join(parameter_names(len(prediction.map)))}) = "
              f"({', '.join(f'{v:.3g}' for v in prediction.map)})",
              f"- {len(prediction.samples)} posterior samples simulated in {prediction.seconds:.0f} s",
-             "- Days after the initial condition; volumes in mL (1 mL = 1000 mm^3)", "",
+             f"- Time: {_time_unit(run.patient)}; volumes in mL (1 mL = 1000 mm^3)", "",
              "| day | T1 mean ± std | T2 mean ± std | T1 MAP | T2 MAP | observed T2 | Dice T2 (MAP) | "
              "observed T1 | Dice T1 (MAP) |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -286,9 +309,11 @@ def _report(prediction: Prediction, run: InferenceRun, files: dict[str, str]) ->
     return "\n".join(lines)
 
 
-def volume_plot(prediction: Prediction, fitted: tuple[float, float, float] | None = None) -> Figure:
+def volume_plot(prediction: Prediction, fitted: tuple[float, float, float] | None = None,
+                time_unit: str = "days after the initial condition") -> Figure:
     """Tumour volumes (mL) over days: posterior mean with 1 and 2 std bands, the MAP, the fitted
-    segmentation's volumes ``fitted = (day, T1 mm^3, T2 mm^3)`` and any later observed volumes."""
+    segmentation's volumes ``fitted = (day, T1 mm^3, T2 mm^3)`` and any later observed volumes;
+    ``time_unit`` labels the x axis."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for region, colour in plots.REGION_COLOURS.items():
         curves = prediction.curves[region] / 1e3
@@ -305,7 +330,7 @@ def volume_plot(prediction: Prediction, fitted: tuple[float, float, float] | Non
         if fitted is not None:
             ax.plot(fitted[0], fitted[1 if region == "T1" else 2] / 1e3, "o", color=colour, mec="k",
                     ms=8, label=f"{region}: fitted segmentation")
-    ax.set_xlabel("days after the initial condition")
+    ax.set_xlabel(time_unit)
     ax.set_ylabel("volume [mL]")
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=8, frameon=False)
@@ -336,6 +361,7 @@ def infiltration_figure(prediction: Prediction, run: InferenceRun) -> Figure:
             ax.contour(patient.t2[index].T.astype(float), levels=[0.5], colors="yellow", linewidths=1)
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(f"P(u > {c:g}), day {day:g}\n{view}" if col == 0 else view, fontsize=9, loc="left")
-    fig.colorbar(image, ax=axes, shrink=0.8, label=f"posterior probability (yellow: fitted T2, day {patient.day:g})")
+            ax.set_title(f"P(u > {c:g}), {_when(day, patient)}\n{view}" if col == 0 else view, fontsize=9,
+                         loc="left")
+    fig.colorbar(image, ax=axes, shrink=0.8, label=f"posterior probability (yellow: fitted T2, {patient.scan_name})")
     return fig

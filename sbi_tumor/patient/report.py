@@ -12,52 +12,87 @@ import torch
 from matplotlib.figure import Figure
 
 from .. import plots
-from ..identifiability import WEAK_CONTRACTION, derived, weakly_determined
+from ..identifiability import WEAK_CONTRACTION, front_speed, infiltration_length, weakly_determined
 from ..inference import save_result
 from ..io import package_version
 from ..observation import dice
-from ..config import PARAMETER_NAMES, SUMMARY_QUANTILES
+from ..config import CSV_COLUMNS, FRONT_RADIUS_MM, INFILTRATION_LEVELS, SUMMARY_QUANTILES, parameter_names
+from ..io import save_nifti
+from ..one_scan import rates
+from .inputs import Patient
 from .run import POSTERIOR_FORMAT, POSTERIOR_FORMAT_VERSION, InferenceRun
+from .prediction import predict, save_prediction, to_input_grid
+from .target import CTV_MARGIN_MM, clinical_target, model_target
 
 if TYPE_CHECKING:
+    from ..one_scan import OneScanSimulator
     from ..simulator import TumorSimulator
 
-__all__ = ["model_grid", "posterior_predictive_check", "ppc_figure", "run_report", "write_run"]
+__all__ = ["derived_quantities", "write_infiltration", "model_grid", "posterior_predictive_check", "ppc_figure", "run_report", "write_run"]
 
 
 def write_run(directory: Path, run: InferenceRun, prior_name: str, seconds: float) -> dict[str, str]:
     """Write a run's files into ``directory``; returns {description: file name}."""
 
     result, patient = run.result, run.patient
+    dim = result.samples.shape[1]
     save_result(directory, run.posterior, result)
-    np.savetxt(directory / "map.csv", result.map.numpy()[None], delimiter=",",
-               header="D_mm2_per_day,rho_per_day,u_T1,u_T2", comments="")
+    np.savetxt(directory / "map.csv", result.map.numpy()[None], delimiter=",", header=CSV_COLUMNS[dim],
+               comments="")
     patient.save(directory / "patient.npz")
     points = {"MAP": result.map.numpy()} | ({} if run.truth is None else {"truth": np.array(run.truth)})
-    weak = weakly_determined(PARAMETER_NAMES, result.contraction or ())
+    weak = weakly_determined(parameter_names(dim), result.contraction or ())
     plots.save_figure(plots.pair_plot(result.samples.numpy(), run.prior_bounds, points, weak=weak),
                       directory / "pairplot.png")
     simulator = patient.simulator()
-    map_labels = simulator.to_full_grid(simulator.labels(result.map[None], [patient.day])[0, 0])
+    map_labels = simulator.to_full_grid(simulator.labels(result.map[None], [simulator.day])[0, 0])
     check = posterior_predictive_check(run, simulator=simulator)
     (directory / "ppc.json").write_text(json.dumps(check, indent=2))
     plots.save_figure(ppc_figure(check), directory / "ppc.png")
-    panels = [(f"observed, day {patient.day:g}", patient.labels, None),
-              (f"MAP fit, day {patient.day:g} (contours: observed)", map_labels, patient.labels)]
+    when = patient.scan_name
+    panels = [(f"observed, {when}", patient.labels, None),
+              (f"MAP fit, {when} (contours: observed)", map_labels, patient.labels)]
     plots.save_figure(plots.slice_figure(patient.anatomy, panels), directory / "slices.png")
-    files = {"posterior samples (D, rho, u_T1, u_T2)": "samples.csv", "MAP estimate": "map.csv",
+    files = {f"posterior samples ({', '.join(parameter_names(dim))})": "samples.csv", "MAP estimate": "map.csv",
              "posterior, reload with sbi_tumor.patient.run.load_run": "posterior.pt",
              "summary (JSON)": "summary.json", "pair plot": "pairplot.png",
              "observation and MAP fit": "slices.png",
              "posterior predictive check (Dice and volumes of posterior draws)": "ppc.png",
              "posterior predictive check (JSON)": "ppc.json", "patient inputs on the model grid": "patient.npz",
              "this report": "report.md"}
-    (directory / "report.md").write_text(run_report(run, prior_name, seconds, files, check, simulator))
+    target = None
+    if patient.one_scan:  # what one scan is for: where the tumour is, also invisibly, and a target
+        target = write_infiltration(directory / "infiltration", run)
+        files["infiltration P(u > c), posterior mean density and radiotherapy targets at the scan"] = "infiltration/"
+    (directory / "report.md").write_text(run_report(run, prior_name, seconds, files, check, simulator, target))
     manifest = {"format": POSTERIOR_FORMAT, "format_version": POSTERIOR_FORMAT_VERSION,
                 "package_version": package_version(), "prior": prior_name,
                 "prior_bounds": run.prior_bounds, "truth": run.truth, "files": files}
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return files
+
+
+#: Posterior draws of the infiltration maps a one-scan run writes.
+INFILTRATION_DRAWS = 100
+
+
+def write_infiltration(directory: Path, run: InferenceRun) -> dict[str, Any]:
+    """The infiltration maps P(u > c) at the scan (``predict``'s files) and two radiotherapy targets
+    of equal volume, as NIfTI on the input grid: the visible T2 extent grown by 15 mm
+    (``target_margin.nii.gz``) and the T2 extent plus the tissue most likely to hold tumour cells,
+    P(u > the lowest level c) (``target_model.nii.gz``). Returns their volumes (mL) and overlap."""
+    patient = run.patient
+    prediction = predict(run, None, num_samples=INFILTRATION_DRAWS, progress=False)
+    save_prediction(prediction, run, directory)
+    margin = clinical_target(patient.t2, patient.anatomy)
+    model = model_target(prediction.infiltration[0, 0], patient.t2, patient.anatomy, int(margin.sum()),
+                         tie_break=prediction.mean_density[0])
+    for name, mask in (("target_margin.nii.gz", margin), ("target_model.nii.gz", model)):
+        save_nifti(directory / name, to_input_grid(mask.astype(np.uint8), run, True), patient.input_affine,
+                   dtype=np.uint8)
+    ml = patient.anatomy.voxel_volume / 1e3
+    return {"level": prediction.levels[0], "volume_ml": float(margin.sum() * ml),
+            "t2_ml": float(patient.t2.sum() * ml), "shared": float((margin & model).sum() / margin.sum())}
 
 
 def model_grid(simulator: TumorSimulator) -> str:
@@ -68,21 +103,32 @@ def model_grid(simulator: TumorSimulator) -> str:
 
 
 def run_report(run: InferenceRun, prior_name: str, seconds: float, files: dict[str, str],
-               check: dict[str, Any], simulator: TumorSimulator) -> str:
+               check: dict[str, Any], simulator: TumorSimulator | OneScanSimulator,
+               target: Mapping[str, Any] | None = None) -> str:
     result, patient = run.result, run.patient
+    names = parameter_names(result.samples.shape[1])
     s = result.samples.double()
     q = torch.quantile(s, torch.tensor(SUMMARY_QUANTILES, dtype=s.dtype), dim=0)
-    initial = (f"seed point {patient.initial.seed_mm} mm" if patient.initial.seed_mm is not None
-               else "cell density from the ADC map (inversely proportional to ADC inside T2)")
+    if patient.one_scan:
+        initial = ("unknown: inferred, with a prior uniform over the " +
+                   ("T1 core" if patient.t1.any() else "T2 region (no T1 core)") + " on tissue")
+        fitted = ("one scan, the tumour's age unknown: only the origin, sqrt(D/rho) and rho T are identifiable"
+                  if patient.day is None else f"one scan, {patient.day:g} days after the origin (a given age)")
+    else:
+        initial = (f"seed point {patient.initial.seed_mm} mm" if patient.initial.seed_mm is not None
+                   else "cell density from the ADC map (inversely proportional to ADC inside T2)")
+        fitted = f"day {patient.day:g} after the initial condition"
     lines = [
         "# sbi-tumor inference report", "",
         f"- Initial condition: {initial}",
-        f"- Fitted segmentations: day {patient.day:g} after the initial condition; "
+        f"- Fitted segmentations: {fitted}; "
         f"T2 volume {patient.t2.sum() * patient.anatomy.voxel_volume / 1000:.1f} mL, "
         f"T1 core {patient.t1.sum() * patient.anatomy.voxel_volume / 1000:.1f} mL",
         f"- Model grid: {model_grid(simulator)} (the model runs on the whole anatomy)",
         f"- Prior: {prior_name}, " + ", ".join(
-            f"{n} in [{lo:.3g}, {hi:.3g}]" for n, lo, hi in zip(PARAMETER_NAMES, *run.prior_bounds)),
+            f"{n} in [{lo:.3g}, {hi:.3g}]" for n, lo, hi in zip(names, *run.prior_bounds))
+        + (" (the bounding box; the origin lies in the region above, and 2 ell tau in "
+           f"[{FRONT_RADIUS_MM[0]:g}, {FRONT_RADIUS_MM[1]:g}] mm)" if patient.one_scan else ""),
         f"- Method: {result.method}, {len(result.training)} rounds, {result.num_simulations} simulations "
         f"(embedding {result.config['embedding']}, seed {result.config['seed']})",
         f"- Time: {seconds:.0f} s ({result.simulation_time:.0f} s simulating, "
@@ -90,33 +136,56 @@ def run_report(run: InferenceRun, prior_name: str, seconds: float, files: dict[s
         "| parameter | MAP | median | 90% interval | contraction |" + (" truth |" if run.truth else ""),
         "|---|---|---|---|---|" + ("---|" if run.truth else ""),
     ]
-    contractions = result.contraction or [float("nan")] * 4
-    for i, name in enumerate(PARAMETER_NAMES):
+    contractions = result.contraction or [float("nan")] * len(names)
+    for i, name in enumerate(names):
         row = (f"| {name} | {result.map[i]:.3g} | {q[1, i]:.3g} | [{q[0, i]:.3g}, {q[2, i]:.3g}] "
                f"| {contractions[i]:.2f} |" + (f" {run.truth[i]:.3g} |" if run.truth else ""))
         lines.append(row)
     samples = result.samples.numpy()
-    for name, values in derived(samples).items():
-        lo, mid, hi = np.quantile(values, SUMMARY_QUANTILES)
-        unit = "mm/day" if name == "front_speed" else "mm"
-        lines.append(f"| {name.replace('_', ' ')} [{unit}] | {derived(result.map.numpy())[name][0]:.3g} "
+    quantities = derived_quantities(patient)
+    for name, (unit, f) in quantities.items():
+        lo, mid, hi = np.quantile(f(samples), SUMMARY_QUANTILES)
+        lines.append(f"| {name} [{unit}] | {f(result.map.numpy()[None])[0]:.3g} "
                      f"| {mid:.3g} | [{lo:.3g}, {hi:.3g}] | |" + (
-                         f" {derived(np.asarray(run.truth))[name][0]:.3g} |" if run.truth else ""))
-    lines += ["", "Units: D in mm^2/day, rho in 1/day, thresholds on the normalised density. Contraction: "
-              "1 - posterior std / prior std (0: the data taught nothing, 1: pinned down).", ""]
-    weak = weakly_determined(PARAMETER_NAMES, result.contraction or ())
+                         f" {f(np.asarray(run.truth)[None])[0]:.3g} |" if run.truth else ""))
+    if patient.one_scan:
+        lines += ["", "Units: origin (x, y, z) in world mm; ell = sqrt(D / rho) in mm; tau = rho T, the age in "
+                  "units of the doubling-like time 1 / rho (dimensionless); thresholds on the normalised density. "
+                  + ("D and rho follow from the given age T: rho = tau / T, D = ell^2 tau / T. "
+                     if patient.day is not None else
+                     "With the age unknown, D and rho are not identifiable from one scan (a tumour grown "
+                     "twice as fast for half as long looks the same): give the age (--day) or a second scan "
+                     "(--adc with --t2-initial) to separate them. ")
+                  + "Contraction: 1 - posterior std / prior std (0: the data taught nothing, 1: pinned down).", ""]
+    else:
+        lines += ["", "Units: D in mm^2/day, rho in 1/day, thresholds on the normalised density. Contraction: "
+                  "1 - posterior std / prior std (0: the data taught nothing, 1: pinned down).", ""]
+    weak = weakly_determined(names, result.contraction or ())
     if weak:
         why = ("A label map shows where two density levels lie; a threshold moves its contour by a fraction "
                "of the infiltration length sqrt(D / rho), often less than a voxel, and a slightly different "
                "(D, rho) moves it back, so one scan pins the thresholds down only loosely "
                "(`benchmarks/identifiability.py --human`). " if {"u_T1", "u_T2"} & set(weak) else "")
-        if {"D", "rho"} & set(weak):
+        if {"D", "rho", "ell", "tau"} & set(weak):
             why += ("D or rho barely moved from the prior: the scan (or this number of simulations) does not "
                     "separate them, though the front speed and infiltration length in the table may still be narrow. ")
         lines += [f"**Weakly determined by this observation: {', '.join(weak)}** (contraction below "
                   f"{WEAK_CONTRACTION}). {why}Their intervals above are mostly the prior's.", ""]
+    if target is not None:
+        lines += ["## Infiltration and a radiotherapy target", "",
+                  f"`infiltration/` holds P(u > c) at the scan for c = {', '.join(f'{c:g}' for c in INFILTRATION_LEVELS)} "
+                  "(where tumour cells are likely, also beyond the visible T2 margin), the posterior mean density, "
+                  "and two targets of the same volume "
+                  f"({target['volume_ml']:.0f} mL; the visible T2 region is {target['t2_ml']:.0f} mL):", "",
+                  f"- `target_margin.nii.gz`: the visible T2 extent grown by {CTV_MARGIN_MM:g} mm, clipped to tissue "
+                  "(the standard clinical target);",
+                  f"- `target_model.nii.gz`: the T2 extent plus the tissue of highest P(u > {target['level']:g}).", "",
+                  f"They share {100 * target['shared']:.0f}% of their volume. On synthetic patients of this atlas the "
+                  "model's target covers a later tumour about as well as the margin does, not better "
+                  "(`benchmarks/rt_target.py`): growth here is nearly isotropic, so the margin is already close "
+                  "to the best shape; diffusion tensor imaging would be what makes the model's target differ.", ""]
     lines += ["## Posterior predictive check", "",
-              f"The label maps of {check['num_draws']} posterior draws at day {check['day']:g} against the "
+              f"The label maps of {check['num_draws']} posterior draws at {patient.scan_name} against the "
               "observed segmentations (`ppc.png`): median and 90% range over the draws.", "",
               "| region | Dice | volume [mL] | observed volume [mL] | its quantile among the draws |",
               "|---|---|---|---|---|"]
@@ -136,6 +205,22 @@ def run_report(run: InferenceRun, prior_name: str, seconds: float, files: dict[s
     return "\n".join(lines)
 
 
+def derived_quantities(patient: Patient) -> dict[str, tuple[str, Any]]:
+    """The combinations a report adds below the parameters: ``{name: (unit, f(theta (N, d)) -> (N,))}``.
+
+    With a known origin and day: the front speed and the infiltration length, which one scan
+    pins down best. With one scan: the distance the front has travelled, ``2 ell tau``, and, when
+    the age is known, D and rho.
+    """
+    if not patient.one_scan:
+        return {"front speed": ("mm/day", front_speed), "infiltration length": ("mm", infiltration_length)}
+    out: dict[str, tuple[str, Any]] = {"front radius 2 ell tau": ("mm", lambda t: 2 * t[:, 3] * t[:, 4])}
+    if patient.day is not None:
+        out |= {"D": ("mm^2/day", lambda t: rates(t, patient.day)[:, 0]),
+                "rho": ("1/day", lambda t: rates(t, patient.day)[:, 1])}
+    return out
+
+
 #: Posterior draws simulated for the posterior predictive check of a run's report.
 PPC_DRAWS = 50
 
@@ -152,10 +237,10 @@ def posterior_predictive_check(run: InferenceRun, num_draws: int = PPC_DRAWS,
     patient = run.patient
     simulator = simulator or patient.simulator()  # the run's own, when the caller has built it
     theta = run.result.samples[:num_draws]  # independent draws: the first ones are as good as any
-    labels = simulator.labels(theta, [patient.day])[:, 0]
+    labels = simulator.labels(theta, [simulator.day])[:, 0]
     observed = patient.labels[simulator.roi_slices]
     ml = patient.anatomy.voxel_volume / 1e3
-    out: dict[str, Any] = {"num_draws": len(theta), "day": patient.day}
+    out: dict[str, Any] = {"num_draws": len(theta), "day": patient.day, "scan": patient.scan_name}
     for region, level in (("T2", 1), ("T1", 2)):
         volumes = (labels >= level).sum(axis=(1, 2, 3)) * ml
         observed_volume = float((observed >= level).sum() * ml)
@@ -179,6 +264,6 @@ def ppc_figure(check: Mapping) -> Figure:
     axes[1].set(xlabel="volume [mL]", ylabel="posterior draws")
     for ax in axes:
         ax.legend(fontsize=8, frameon=False)
-    fig.suptitle(f"Posterior predictive check: {check['num_draws']} draws at day {check['day']:g}")
+    fig.suptitle(f"Posterior predictive check: {check['num_draws']} draws at {check['scan']}")
     fig.tight_layout()
     return fig

@@ -19,6 +19,7 @@ from ..config import InferenceConfig
 
 from ..inference import ObservedManyTimes, parameter_pairs, simulate_round
 from ..io import package_version
+from ..one_scan import OneScanSimulator
 from ..simulator import TumorSimulator
 
 __all__ = ["SimulationStore", "StoreError"]
@@ -210,8 +211,9 @@ class SimulationStore:
 
 
 def open_store(path: Path, grid_shape: Sequence[int], settings: dict, resume: bool,
-                progress: bool) -> SimulationStore:
-    """The run's simulation store: created, or reopened and checked to belong to this run."""
+                progress: bool, theta_dim: int = 4) -> SimulationStore:
+    """The run's simulation store (label maps of ``grid_shape``, parameter sets of ``theta_dim``):
+    created, or reopened and checked to belong to this run."""
     if path.exists():
         if not resume:
             raise FileExistsError(
@@ -234,10 +236,10 @@ def open_store(path: Path, grid_shape: Sequence[int], settings: dict, resume: bo
         if progress:
             print(f"Nothing to resume in {path.parent}; starting afresh.", flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return SimulationStore.create(path, grid_shape, theta_dim=4, config=settings)
+    return SimulationStore.create(path, grid_shape, theta_dim=theta_dim, config=settings)
 
 
-def stored_simulate(store: SimulationStore, simulator: TumorSimulator, config: InferenceConfig,
+def stored_simulate(store: SimulationStore, simulator: TumorSimulator | OneScanSimulator, config: InferenceConfig,
                      progress: bool) -> Callable[[int, torch.Tensor], np.ndarray]:
     """``simulate(round, theta)`` for [`run_sequential_npe`][sbi_tumor.inference.run_sequential_npe] that stores each finished batch
     and, on resume, reuses the stored rows (after checking they are the same draws).
@@ -246,10 +248,11 @@ def stored_simulate(store: SimulationStore, simulator: TumorSimulator, config: I
     ``n K + k`` holding the k-th parameter pair of solve n (``parameter_pairs``).
     """
     k = config.augment
-    observed = simulator if k == 1 else ObservedManyTimes(simulator)
+    dim = store.theta_dim
+    observed = simulator if k == 1 else ObservedManyTimes(simulator, dim)
 
     def simulate(r: int, theta: torch.Tensor) -> np.ndarray:
-        pairs = parameter_pairs(theta)
+        pairs = parameter_pairs(theta, dim)
         missing = store.pending(r, len(pairs))
         pending = np.unique(missing // k)  # solves with a map still missing
         done = np.setdiff1d(np.arange(len(pairs)), missing)
@@ -266,7 +269,7 @@ def stored_simulate(store: SimulationStore, simulator: TumorSimulator, config: I
 
             def write(start: int, tb: torch.Tensor, xb: np.ndarray) -> None:
                 rows = (pending[start:start + len(tb), None] * k + np.arange(k)).ravel()
-                store.write(r, rows, parameter_pairs(tb), xb.reshape(-1, *xb.shape[2:]))
+                store.write(r, rows, parameter_pairs(tb, dim), xb.reshape(-1, *xb.shape[2:]))
 
             simulate_round(observed, theta[pending], config.simulation_batch_size, progress,
                            desc=desc + (f" ({stored_solves} stored)" if stored_solves else ""),

@@ -40,6 +40,7 @@ from ..anatomy import Anatomy
 from ..config import GREY_MATTER_RATIO, InferenceConfig
 from ..inference import run_sequential_npe
 from ..io import atomic_output_dir
+from ..one_scan import one_scan_prior
 from ..prior import make_prior
 from .inputs import load_patient
 from .report import model_grid, write_run
@@ -48,13 +49,18 @@ from .store import open_store, stored_simulate
 
 __all__ = ["infer_patient", "prior_bounds"]
 
-def infer_patient(t1: str | Path, t2: str | Path | None, day: float, *, out_dir: str | Path,
+def infer_patient(t1: str | Path, t2: str | Path | None, day: float | None = None, *, out_dir: str | Path,
                   adc: str | Path | None = None, t2_initial: str | Path | None = None,
                   seed_mm: Sequence[float] | None = None, anatomy: Anatomy | None = None,
                   prior: str | Distribution = "human", config: InferenceConfig | None = None,
                   ratio: float = GREY_MATTER_RATIO, resume: bool = False, overwrite: bool = False,
                   progress: bool = True, truth: Sequence[float] | None = None) -> InferenceRun:
-    """Posterior over (D, rho, u_T1, u_T2) for one patient, written to ``out_dir``.
+    """Posterior over (D, rho, u_T1, u_T2) for one patient, written to ``out_dir``; with neither
+    ``seed_mm`` nor ``adc`` (one scan, the origin unknown), over the quantities one scan
+    determines: (x, y, z, ell = sqrt(D/rho), tau = rho T, u_T1, u_T2) (``sbi_tumor.one_scan``),
+    and ``day``, if given, is the tumour's age, which turns (ell, tau) into (D, rho). A one-scan
+    run also writes the infiltration maps P(u > c) at the scan and a radiotherapy target
+    (``infiltration/``).
 
     Writes ``samples.csv`` (posterior samples), ``map.csv`` (MAP), ``posterior.pt`` (reload with
     [`load_run`][sbi_tumor.patient.run.load_run]), ``summary.json``, ``pairplot.png``, ``slices.png``, ``report.md``,
@@ -91,16 +97,21 @@ def infer_patient(t1: str | Path, t2: str | Path | None, day: float, *, out_dir:
     patient = load_patient(t1, t2, day, adc=adc, t2_initial=t2_initial, seed_mm=seed_mm,
                            anatomy=anatomy, ratio=ratio)
     prior_name = prior if isinstance(prior, str) else type(prior).__name__
-    prior = make_prior(prior) if isinstance(prior, str) else prior
+    if isinstance(prior, str):
+        prior = (one_scan_prior(patient.anatomy, patient.t1, patient.t2, prior) if patient.one_scan
+                 else make_prior(prior))
     bounds = prior_bounds(prior)
     simulator = patient.simulator()
     x_o = patient.observation(simulator)
-    _say(progress, f"Model grid: {model_grid(simulator)} around the tumour; fitting day {patient.day:g}.")
+    _say(progress, f"Model grid: {model_grid(simulator)} around the tumour; " + (
+        f"fitting day {patient.day:g}." if not patient.one_scan else "origin and age unknown: inferring "
+        f"the origin, sqrt(D/rho) and rho T{'' if patient.day is None else f' (age {patient.day:g} days)'}."))
 
     settings = {"patient": patient.fingerprint(), "prior": prior_name, "prior_bounds": bounds,
                 # where simulations run does not change the result: a run may resume elsewhere
                 "inference": {k: v for k, v in config.to_dict().items() if k not in ("client", "num_workers")}}
-    store = open_store(work / "simulations.zarr", simulator.roi.shape, settings, resume, progress)
+    store = open_store(work / "simulations.zarr", simulator.roi.shape, settings, resume, progress,
+                       theta_dim=prior.event_shape[0])
     started = time.perf_counter()
     posterior, result = run_sequential_npe(
         simulator, prior, x_o, config, progress=progress,
@@ -114,12 +125,13 @@ def infer_patient(t1: str | Path, t2: str | Path | None, day: float, *, out_dir:
 
 
 def prior_bounds(prior: Distribution) -> tuple[list[float], list[float]]:
-    """``(low, high)`` of a box prior (``BoxUniform``, ``LogUniformBox``), else 0.1/99.9% quantiles."""
-    support = prior.support
+    """``(low, high)`` of a box prior (``BoxUniform``, ``LogUniformBox``) or of the bounding box of a
+    ``OneScanPrior``, else 0.1/99.9% quantiles."""
+    support = getattr(prior, "bounding_box", prior.support)
     while hasattr(support, "base_constraint"):
         support = support.base_constraint
     if hasattr(support, "lower_bound"):
-        low, high = (torch.as_tensor(b).expand(4) for b in (support.lower_bound, support.upper_bound))
+        low, high = (torch.as_tensor(b).expand(prior.event_shape) for b in (support.lower_bound, support.upper_bound))
     else:
         low, high = torch.quantile(prior.sample((10_000,)), torch.tensor([0.001, 0.999]), dim=0)
     return low.tolist(), high.tolist()

@@ -1,0 +1,127 @@
+"""One scan, origin and age unknown: the reparametrisation, the origin prior and the workflow."""
+
+import numpy as np
+import pytest
+import torch
+
+from sbi_tumor.io import save_nifti
+from sbi_tumor.one_scan import OneScanPrior, OneScanSimulator, one_scan_prior, rates
+from sbi_tumor.simulator import TumorSimulator
+from tiny_patient import SEED_MM, tiny_anatomy, tiny_config
+
+D, RHO, U_T1, U_T2 = 2.0, 0.6, 0.7, 0.25  # the paper case's rates: a 13 mm front by day 6
+
+
+@pytest.fixture(scope="module")
+def anatomy(mni2):
+    return tiny_anatomy(mni2)
+
+
+@pytest.fixture(scope="module")
+def scan(anatomy):
+    """Label map (anatomy grid) of the tumour grown from SEED_MM for 6 days."""
+    sim = TumorSimulator(anatomy, seed_mm=SEED_MM, day=6.0, roi_size_mm=100.0)
+    return sim.to_full_grid(sim(torch.tensor([[D, RHO, U_T1, U_T2]]))[0, 0].numpy().astype(np.uint8))
+
+
+def one_scan_theta(day: float) -> torch.Tensor:
+    return torch.tensor([[*SEED_MM, np.sqrt(D / RHO), RHO * day, U_T1, U_T2]])
+
+
+@pytest.mark.parametrize("day", [3.0, 6.0])
+def test_one_scan_simulator_is_the_rate_model_rescaled_in_time(anatomy, day):
+    """(ell, tau) at any time unit gives the label map and density of (D, rho) at day T: the
+    model depends on (D, rho, T) only through sqrt(D / rho) and rho T."""
+    known = TumorSimulator(anatomy, seed_mm=SEED_MM, day=day, roi_size_mm=40.0)
+    theta = one_scan_theta(day)
+    unknown_age = OneScanSimulator(anatomy, SEED_MM, roi_size_mm=40.0)  # the same window
+    reference = known.density(torch.tensor([[D, RHO]]), [day])[0, 0]
+    rescaled = unknown_age.density(theta, [1.0])[0, 0]  # time in units of the age
+    assert reference.max() > 0.5  # a grown tumour, not the seed
+    np.testing.assert_allclose(rescaled, reference, atol=2e-3)
+    # the same tumour, twice as fast for half as long: one scan cannot tell them apart
+    faster = known.density(torch.tensor([[2 * D, 2 * RHO]]), [day / 2])[0, 0]
+    np.testing.assert_allclose(faster, reference, atol=2e-3)
+    with_age = OneScanSimulator(anatomy, SEED_MM, roi_size_mm=40.0, age_days=day)
+    # in days: the same up to the time step (float32 theta can change the step count by one)
+    np.testing.assert_allclose(with_age.density(theta, [day])[0, 0], reference, atol=2e-3)
+    np.testing.assert_allclose(rates(theta.numpy(), day), [[D, RHO, U_T1, U_T2]], rtol=1e-6)
+
+
+def test_augmented_solve_and_observe_equal_the_call(anatomy):
+    sim = OneScanSimulator(anatomy, SEED_MM, roi_size_mm=30.0)
+    theta = one_scan_theta(6.0).repeat(2, 1)
+    theta[1, 5:] = torch.tensor([0.8, 0.1])
+    assert torch.equal(sim.observe(sim.solve(theta), theta), sim(theta))
+    assert sim(theta)[1].sum() != sim(theta)[0].sum()  # the thresholds act
+
+
+def test_origin_prior_lives_on_the_core_and_integrates_to_one(anatomy, scan):
+    prior = one_scan_prior(anatomy, scan == 2, scan >= 1)
+    assert (scan == 2).sum() > 20
+    draws = prior.sample((4000,))
+    assert draws.shape == (4000, 7) and bool(prior.inside(draws).all())
+    voxels = prior.origin_voxel(draws[:, :3]).numpy()
+    assert np.all((scan == 2)[tuple(voxels.T)])  # every origin in the T1 core ...
+    assert len(np.unique(voxels, axis=0)) > 0.5 * (scan == 2).sum()  # ... and spread over it
+    radius = 2 * draws[:, 3] * draws[:, 4]
+    assert radius.min() >= prior.radius_mm[0] and radius.max() <= prior.radius_mm[1]
+    # Monte Carlo over the bounding box: the density integrates to 1
+    box = prior.bounding_box.base_constraint
+    low, high = box.lower_bound.double(), box.upper_bound.double()
+    u = low + torch.rand(400_000, 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * (high - low)
+    integral = prior.log_prob(u.float()).double().exp().mean() * (high - low).prod()
+    assert abs(float(integral) - 1) < 0.05
+    outside = draws[:3].clone()
+    outside[0, :3] = torch.tensor([0.0, 0.0, 0.0]) + torch.tensor(SEED_MM) + 20  # off the core
+    outside[1, 4] = prior.radius_mm[1] / outside[1, 3]  # front radius twice the largest
+    outside[2, 6] = 0.9  # u_T2 above u_T1
+    assert torch.isinf(prior.log_prob(outside)).all() and not prior.inside(outside).any()
+
+
+def test_origin_prior_without_a_core_uses_the_t2_region(anatomy, scan):
+    prior = one_scan_prior(anatomy, np.zeros_like(scan, bool), scan >= 1)
+    assert len(prior.voxels) == int(((scan >= 1) & anatomy.tissue).sum())
+    with pytest.raises(ValueError, match="nowhere"):
+        one_scan_prior(anatomy, np.zeros_like(scan, bool), np.zeros_like(scan, bool))
+    with pytest.raises(ValueError, match="u_T2 high <= u_T1 low"):
+        OneScanPrior(anatomy, scan >= 1, thresholds=((0.5, 0.1), (0.8, 0.6)))
+
+
+@pytest.mark.filterwarnings("ignore:Training stopped at max_num_epochs")
+def test_one_scan_inference_runs_with_sbi_and_augmented_thresholds(anatomy, scan):
+    from sbi_tumor.inference import run_sequential_npe
+
+    sim = OneScanSimulator(anatomy, anatomy.voxel_to_world(np.argwhere(scan >= 1).mean(0)), roi_size_mm=40.0)
+    prior = one_scan_prior(anatomy, scan == 2, scan >= 1)
+    x_o = torch.from_numpy(scan[sim.roi_slices][None].astype(np.float32))
+    config = tiny_config(method="TSNPE", augment=3, embedding="radial", embedding_kwargs={})
+    posterior, result = run_sequential_npe(sim, prior, x_o, config, progress=False)
+    assert result.samples.shape == (100, 7) and bool(prior.inside(result.samples).all())
+    assert result.theta_per_round[0].shape == (30, 7)
+    assert set(result.summary()["parameters"]) == {"x", "y", "z", "ell", "tau", "u_T1", "u_T2"}
+
+
+def test_patient_without_origin_or_day_is_a_one_scan_patient(anatomy, scan, tmp_path):
+    from sbi_tumor.patient.inputs import InputError, Patient, load_patient
+    from sbi_tumor.patient.prediction import predict
+
+    seg = save_nifti(tmp_path / "seg.nii.gz", np.array([0, 2, 4], np.uint8)[scan], anatomy.affine)
+    patient = load_patient(seg, None, anatomy=anatomy)
+    assert patient.one_scan and patient.day is None and patient.scan_name == "the scan"
+    np.testing.assert_allclose(patient.centre_mm, anatomy.voxel_to_world(np.argwhere(scan >= 1).mean(0)))
+    assert isinstance(patient.simulator(), OneScanSimulator)
+    patient.save(tmp_path / "p.npz")
+    again = Patient.load(tmp_path / "p.npz")
+    assert again.one_scan and again.day is None and again.fingerprint() == patient.fingerprint()
+    aged = load_patient(seg, None, 6.0, anatomy=anatomy)
+    assert aged.one_scan and aged.simulator().day == 6.0 and aged.fingerprint() != patient.fingerprint()
+    with pytest.raises(InputError, match="give the days"):
+        load_patient(seg, None, seed_mm=SEED_MM, anatomy=anatomy)
+
+    class Run:  # predict refuses days it cannot know before touching the posterior
+        def __init__(self, patient):
+            self.patient = patient
+
+    with pytest.raises(InputError, match="age is unknown"):
+        predict(Run(patient), [10.0])
