@@ -42,7 +42,9 @@ def write_run(directory: Path, run: InferenceRun, prior_name: str, seconds: floa
     patient.save(directory / "patient.npz")
     points = {"MAP": result.map.numpy()} | ({} if run.truth is None else {"truth": np.array(run.truth)})
     weak = weakly_determined(parameter_names(dim), result.contraction or ())
-    plots.save_figure(plots.pair_plot(result.samples.numpy(), run.prior_bounds, points, weak=weak),
+    # one scan: the origin's prior box is the core's, far wider than its posterior; zoom in
+    limits = None if patient.one_scan else run.prior_bounds
+    plots.save_figure(plots.pair_plot(result.samples.numpy(), limits, points, weak=weak),
                       directory / "pairplot.png")
     simulator = patient.simulator()
     map_labels = simulator.to_full_grid(simulator.labels(result.map[None], [simulator.day])[0, 0])
@@ -180,10 +182,10 @@ def run_report(run: InferenceRun, prior_name: str, seconds: float, files: dict[s
                   f"- `target_margin.nii.gz`: the visible T2 extent grown by {CTV_MARGIN_MM:g} mm, clipped to tissue "
                   "(the standard clinical target);",
                   f"- `target_model.nii.gz`: the T2 extent plus the tissue of highest P(u > {target['level']:g}).", "",
-                  f"They share {100 * target['shared']:.0f}% of their volume. On synthetic patients of this atlas the "
-                  "model's target covers a later tumour about as well as the margin does, not better "
-                  "(`benchmarks/rt_target.py`): growth here is nearly isotropic, so the margin is already close "
-                  "to the best shape; diffusion tensor imaging would be what makes the model's target differ.", ""]
+                  f"They share {100 * target['shared']:.0f}% of their volume. How much more of a later tumour "
+                  "the model's target covers than the margin is measured on synthetic patients in "
+                  "`benchmarks/rt_target.py` (docs: Benchmarks, radiotherapy targets). The model knows the "
+                  "anatomy only through grey and white matter; it is not a clinical tool.", ""]
     lines += ["## Posterior predictive check", "",
               f"The label maps of {check['num_draws']} posterior draws at {patient.scan_name} against the "
               "observed segmentations (`ppc.png`): median and 90% range over the draws.", "",
