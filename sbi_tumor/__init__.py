@@ -23,6 +23,7 @@ _EXPORTS = {
     "solver": ["FKSolver", "SolverConfig", "seed_density"],
     "torch_solver": ["TorchFKSolver"],
     "simulator": ["InitialCondition", "TumorSimulator"],
+    "one_scan": ["OneScanPrior", "OneScanSimulator", "one_scan_prior"],
     "observation": ["best_threshold", "dice", "label_map", "masks_to_labels"],
     "prior": ["PARAMETER_NAMES", "PRESETS", "LogUniformBox", "make_prior"],
     "embedding": ["LabelMapCNN3d", "PaperMLPEmbedding", "RadialProfileEmbedding", "make_embedding"],
@@ -61,6 +62,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from
     from .posteriors import FeaturePosterior, LogRatesPosterior  # noqa: F401
     from .likelihood import BernoulliLikelihood  # noqa: F401
     from .observation import best_threshold, dice, label_map, masks_to_labels  # noqa: F401
+    from .one_scan import OneScanPrior, OneScanSimulator, one_scan_prior  # noqa: F401
     from .parallel import SimulationError, simulate  # noqa: F401
     from .prior import PARAMETER_NAMES, PRESETS, LogUniformBox, make_prior  # noqa: F401
     from .simulator import InitialCondition, TumorSimulator  # noqa: F401

@@ -148,6 +148,7 @@ def _api_cases():
     from sbi_tumor import InferenceConfig, TumorSimulator, make_prior, seed_density
     from sbi_tumor.benchmark import BenchmarkConfig
     from sbi_tumor.observation import check_thresholds
+    from sbi_tumor.one_scan import OneScanPrior, OneScanSimulator, rates
     from sbi_tumor.patient.inputs import check_day, load_mask
     from conftest import phantom
 
@@ -169,10 +170,14 @@ def _api_cases():
         (lambda: load_mask("/nonexistent.nii.gz"), r"file not found"),
         (lambda: BenchmarkConfig(case="human"), r"Unknown benchmark case"),
         (lambda: seed_density(anatomy, (500.0, 500.0, 500.0)), r"Seed \(500, 500, 500\) mm lies outside the image"),
+        (lambda: OneScanPrior(anatomy, anatomy.tissue, ell_mm=(5.0, 1.0)), r"ell_mm must be \(low, high\)"),
+        (lambda: rates([[0, 0, 0, 3.0, 2.0, 0.7, 0.2]], -5.0), r"age must be a finite number of days > 0"),
+        (lambda: OneScanSimulator(anatomy, (10.0, 10.0, 10.0), roi_size_mm=10.0)(
+            torch.tensor([[10.0, 10.0, 10.0, 0.0, 2.0, 0.7, 0.2]])), r"ell and tau must be > 0"),
     ]
 
 
-@pytest.mark.parametrize("index", range(15))
+@pytest.mark.parametrize("index", range(18))
 def test_api_refuses_bad_input_with_a_value_error_naming_it(index):
     call, message = _api_cases()[index]
     with pytest.raises(ValueError, match=message):

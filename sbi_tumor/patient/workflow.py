@@ -37,7 +37,7 @@ import torch
 from torch.distributions import Distribution
 
 from ..anatomy import Anatomy
-from ..config import GREY_MATTER_RATIO, InferenceConfig
+from ..config import GREY_MATTER_RATIO, InferenceConfig, parameter_names
 from ..inference import run_sequential_npe
 from ..io import atomic_output_dir
 from ..one_scan import one_scan_prior
@@ -93,7 +93,14 @@ def infer_patient(t1: str | Path, t2: str | Path | None, day: float | None = Non
     if out.exists() and not overwrite:
         raise FileExistsError(f"Output directory {out} already exists; choose another one or "
                               "overwrite it (--overwrite).")
+    if isinstance(config, dict):  # the settings as plain data, as InferenceConfig.to_dict() writes them
+        config = InferenceConfig(**config)
     config = config or InferenceConfig()
+    if not isinstance(config, InferenceConfig):
+        raise TypeError(f"config must be an InferenceConfig (or a dict of its fields), got {type(config).__name__}.")
+    if anatomy is not None and not isinstance(anatomy, Anatomy):
+        raise TypeError(f"anatomy must be an sbi_tumor.Anatomy (e.g. load_nifti_anatomy(wm, gm, csf) or "
+                        f"load_mni152(2.0)), got {type(anatomy).__name__}.")
     patient = load_patient(t1, t2, day, adc=adc, t2_initial=t2_initial, seed_mm=seed_mm,
                            anatomy=anatomy, ratio=ratio)
     prior_name = prior if isinstance(prior, str) else type(prior).__name__
@@ -101,6 +108,9 @@ def infer_patient(t1: str | Path, t2: str | Path | None, day: float | None = Non
         prior = (one_scan_prior(patient.anatomy, patient.t1, patient.t2, prior) if patient.one_scan
                  else make_prior(prior))
     bounds = prior_bounds(prior)
+    if truth is not None and len(truth) != prior.event_shape[0]:
+        raise ValueError(f"truth has {len(truth)} values; this prior has {prior.event_shape[0]} parameters "
+                         f"({', '.join(parameter_names(prior.event_shape[0]))}).")
     simulator = patient.simulator()
     x_o = patient.observation(simulator)
     _say(progress, f"Model grid: {model_grid(simulator)} around the tumour; " + (
