@@ -343,8 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "density inversely proportional to ADC inside that scan's T2 segmentation "
                     "(--t2-initial), or, with neither, unknown: one scan, from which the posterior is over "
                     "what it determines, the origin (x, y, z), ell = sqrt(D/rho) and tau = rho T (DAY, if "
-                    "given, is the tumour's age and gives D and rho), with infiltration maps and a "
-                    "radiotherapy target. Writes posterior samples, MAP, the posterior, plots and a report.")
+                    "given, is the tumour's age and gives D and rho), with infiltration maps and two "
+                    "radiotherapy targets. Writes posterior samples, MAP, the posterior, plots and a report.")
     seg = p.add_argument_group("segmentations (--t1 and --t2, or --seg)")
     seg.add_argument("--t1", help="binary T1-gadolinium (core) segmentation, NIfTI; may be empty (no enhancing core)")
     seg.add_argument("--t2", help="binary T2/FLAIR segmentation, NIfTI")
@@ -361,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--t2-initial", help="T2 segmentation of the ADC scan (where ADC gives the density; "
                                         "default --t2)")
     p.add_argument("--prior", default="human", choices=sorted(PRESETS),
-                   help="prior box: human glioma ranges (default) or the paper's synthetic ranges")
+                   help="prior box: human glioma ranges (default) or the paper's synthetic ranges; with one scan "
+                        "(no --seed-mm/--adc) only its threshold box, the origin, ell and tau having their own prior")
     p.add_argument("--out", required=True, help="output directory (written complete or not at all)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run (its simulations are in OUT.partial)")

@@ -14,9 +14,9 @@ them too (the ADC workflow of ``sbi_tumor.patient``).
 
 The prior ([`OneScanPrior`][sbi_tumor.one_scan.OneScanPrior]) puts the origin uniformly inside the
 visible tumour (the T1 core, or the T2 region when there is none), on tissue, and ``ell`` and the
-asymptotic front radius ``2 ell tau`` (the distance the front has travelled) log-uniform on ranges
-that hold every human glioma the ``human`` preset allows (``config.INFILTRATION_LENGTH_MM``,
-``config.FRONT_RADIUS_MM``). The thresholds keep the preset's box. The label maps are observed on a
+asymptotic front radius ``2 ell tau`` (the distance the front has travelled) log-uniform on
+``config.INFILTRATION_LENGTH_MM`` (1-20 mm: the human preset's 0.3-27 mm cut to what the 2 mm grid
+resolves and what still shows an edge) and ``config.FRONT_RADIUS_MM``. The thresholds keep the preset's box. The label maps are observed on a
 window centred on the segmentation, not on the (unknown) origin, so the radial embedding is
 centred there too and the origin shows in its centroid features.
 """
@@ -120,8 +120,8 @@ class OneScanPrior(Distribution):
         self.ell_mm, self.radius_mm = tuple(map(float, ell_mm)), tuple(map(float, radius_mm))
         self.low_t = torch.tensor([t1_lo, t2_lo], dtype=torch.float32)
         self.high_t = torch.tensor([t1_hi, t2_hi], dtype=torch.float32)
-        voxel_ml = abs(np.linalg.det(self.affine[:3, :3]))
-        self._log_norm = (math.log(len(self.voxels) * voxel_ml) + math.log(math.log(ell_mm[1] / ell_mm[0]))
+        voxel_mm3 = abs(np.linalg.det(self.affine[:3, :3]))
+        self._log_norm = (math.log(len(self.voxels) * voxel_mm3) + math.log(math.log(ell_mm[1] / ell_mm[0]))
                           + math.log(math.log(radius_mm[1] / radius_mm[0]))
                           + float(torch.log(self.high_t - self.low_t).sum()))
         corners = torch.from_numpy(np.array([[i, j, k] for i in (-0.5, 0.5) for j in (-0.5, 0.5)

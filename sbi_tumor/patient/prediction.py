@@ -199,7 +199,7 @@ def save_prediction(prediction: Prediction, run: InferenceRun | str | Path, out_
 
     Files: ``map_density_day<d>.nii.gz``, ``map_labels_day<d>.nii.gz``, ``mean_density_day<d>.nii.gz``
     (posterior mean) and ``infiltration_c<c>_day<d>.nii.gz`` (P(u > c)) on the grid of the input
-    segmentations, ``infiltration.png``, ``volumes.csv`` (per day: volume mean/std over samples, MAP volume, observed
+    segmentations (``_scan`` instead of ``_day<d>`` for one scan of unknown age), ``infiltration.png``, ``volumes.csv`` (per day: volume mean/std over samples, MAP volume, observed
     volume and Dice), ``prediction.json``, ``volumes.png``, ``slices.png`` and ``report.md``.
     """
 

@@ -59,8 +59,8 @@ def infer_patient(t1: str | Path, t2: str | Path | None, day: float | None = Non
     ``seed_mm`` nor ``adc`` (one scan, the origin unknown), over the quantities one scan
     determines: (x, y, z, ell = sqrt(D/rho), tau = rho T, u_T1, u_T2) (``sbi_tumor.one_scan``),
     and ``day``, if given, is the tumour's age, which turns (ell, tau) into (D, rho). A one-scan
-    run also writes the infiltration maps P(u > c) at the scan and a radiotherapy target
-    (``infiltration/``).
+    run also writes the infiltration maps P(u > c) at the scan and two radiotherapy targets of
+    equal volume, the 15 mm margin and the model's (``infiltration/``).
 
     Writes ``samples.csv`` (posterior samples), ``map.csv`` (MAP), ``posterior.pt`` (reload with
     [`load_run`][sbi_tumor.patient.run.load_run]), ``summary.json``, ``pairplot.png``, ``slices.png``, ``report.md``,
