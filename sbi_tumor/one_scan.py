@@ -23,6 +23,7 @@ centred there too and the origin shows in its centroid features.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Sequence
 
@@ -124,10 +125,14 @@ class OneScanPrior(Distribution):
         self._log_norm = (math.log(len(self.voxels) * voxel_mm3) + math.log(math.log(ell_mm[1] / ell_mm[0]))
                           + math.log(math.log(radius_mm[1] / radius_mm[0]))
                           + float(torch.log(self.high_t - self.low_t).sum()))
-        corners = torch.from_numpy(np.array([[i, j, k] for i in (-0.5, 0.5) for j in (-0.5, 0.5)
-                                             for k in (-0.5, 0.5)]))
-        ends = torch.cat([self.voxels.min(0).values + corners, self.voxels.max(0).values + corners])
-        ends = ends @ torch.from_numpy(self.affine[:3, :3]).T + torch.from_numpy(self.affine[:3, 3])
+        linear, shift = torch.from_numpy(self.affine[:3, :3]), torch.from_numpy(self.affine[:3, 3])
+        #: voxel centres (world mm) and the half-extent of a voxel along each world axis
+        self._centres = self.voxels @ linear.T + shift
+        self._half = 0.5 * linear.abs().sum(1)
+        lo, hi = self.voxels.min(0).values - 0.5, self.voxels.max(0).values + 0.5
+        corners = torch.stack([torch.where(torch.tensor(c, dtype=torch.bool), hi, lo)
+                               for c in itertools.product((0, 1), repeat=3)])
+        ends = corners @ linear.T + shift  # the 8 corners of the voxels' index box, in world mm
         tau = (radius_mm[0] / (2 * ell_mm[1]), radius_mm[1] / (2 * ell_mm[0]))
         #: the smallest box holding the support (theta's bounds one parameter at a time)
         self.bounding_box = constraints.independent(constraints.interval(
@@ -188,6 +193,32 @@ class OneScanPrior(Distribution):
         t = self.low_t + torch.rand(n, 2) * (self.high_t - self.low_t)
         theta = torch.cat([origin, ell[:, None], tau[:, None], t.double()], dim=1).float()
         return theta.reshape(shape + (7,))
+
+    def sample_within(self, low: Tensor, high: Tensor, n: int) -> Tensor:
+        """Draws of the prior restricted to the box ``[low, high]`` (each ``(7,)``), exactly: at most
+        ``n`` of them (those of ``n`` candidates that land in the box), ``(m, 7)``.
+
+        Used by TSNPE once its truncated region is too small a part of the prior for rejection
+        from the whole prior (``inference.BoxedRegion``). Origins are drawn from the voxels that
+        reach into the box, ell from its log-uniform law cut to the box, the front radius from
+        its whole range (tau outside the box is rejected, which keeps p(tau | ell) exact).
+        """
+        low, high = torch.as_tensor(low, dtype=torch.float64), torch.as_tensor(high, dtype=torch.float64)
+        near = ((self._centres + self._half >= low[:3]) & (self._centres - self._half <= high[:3])).all(1)
+        ell_lo, ell_hi = max(self.ell_mm[0], float(low[_ELL])), min(self.ell_mm[1], float(high[_ELL]))
+        t_lo, t_hi = torch.maximum(self.low_t.double(), low[_UT1:]), torch.minimum(self.high_t.double(), high[_UT1:])
+        if not near.any() or ell_lo >= ell_hi or bool((t_lo >= t_hi).any()):
+            return torch.empty(0, 7)
+        voxels = self.voxels[near]
+        ijk = voxels[torch.randint(len(voxels), (n,))] + 0.999 * (torch.rand(n, 3, dtype=torch.float64) - 0.5)
+        affine = torch.from_numpy(self.affine)
+        origin = ijk @ affine[:3, :3].T + affine[:3, 3]
+        ell = torch.empty(n, dtype=torch.float64).uniform_(math.log(ell_lo), math.log(ell_hi)).exp()
+        tau = torch.empty(n, dtype=torch.float64).uniform_(*np.log(self.radius_mm)).exp() / (2 * ell)
+        t = t_lo + torch.rand(n, 2, dtype=torch.float64) * (t_hi - t_lo)
+        theta = torch.cat([origin, ell[:, None], tau[:, None], t], dim=1)
+        keep = ((origin >= low[:3]) & (origin <= high[:3])).all(1) & (tau >= low[_TAU]) & (tau <= high[_TAU])
+        return theta[keep].float()
 
     def log_prob(self, value: Tensor) -> Tensor:
         """Log-density, ``-inf`` outside the support; value ``(..., 7)`` -> ``(...)``."""

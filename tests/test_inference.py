@@ -7,7 +7,7 @@ from scipy.stats import chi2
 from sbi_tumor.config import InferenceConfig
 
 from sbi_tumor.posteriors import FeaturePosterior
-from sbi_tumor.inference import ResampledRegion, _redrawn_thresholds, _truncated_prior, load_posterior, run_sequential_npe, save_result
+from sbi_tumor.inference import _redrawn_thresholds, _truncated_prior, load_posterior, run_sequential_npe, save_result
 from sbi_tumor.sbi_compat import explained_failures, sample_truncated
 from sbi_tumor.prior import make_prior
 from sbi_tumor.simulator import TumorSimulator
@@ -89,15 +89,6 @@ def assert_uniform_on_the_ball(theta):
 def test_truncated_prior_is_the_prior_on_the_highest_density_region():
     _, proposal, _ = ball_proposal()
     theta = proposal.sample((4000,), show_progress_bars=False, print_rejected_frac=False)
-    assert_uniform_on_the_ball(theta)
-    assert torch.allclose(theta.mean(0), MEAN, atol=0.01)
-
-
-def test_resampled_region_is_the_prior_on_the_region_too():
-    """Importance resampling from the posterior (used when rejection from the prior would take
-    too long) gives the same truncated prior: uniform on the ball, not Gaussian."""
-    prior, _, inside = ball_proposal()
-    theta = ResampledRegion(prior, GaussianPosterior(MEAN, STD), inside).sample((4000,))
     assert_uniform_on_the_ball(theta)
     assert torch.allclose(theta.mean(0), MEAN, atol=0.01)
 

@@ -79,6 +79,48 @@ def test_origin_prior_lives_on_the_core_and_integrates_to_one(anatomy, scan):
     assert torch.isinf(prior.log_prob(outside)).all() and not prior.inside(outside).any()
 
 
+def test_prior_drawn_inside_a_box_is_the_prior_restricted_to_it(anatomy, scan):
+    prior = one_scan_prior(anatomy, scan >= 1, scan >= 1)
+    torch.manual_seed(0)
+    reference = prior.sample((400_000,))
+    low = torch.tensor([reference[:, 0].quantile(0.3), -1e3, -1e3, 2.0, 1.0, 0.6, 0.1])
+    high = torch.tensor([reference[:, 0].quantile(0.8), 1e3, 1e3, 8.0, 5.0, 0.8, 0.3])
+    reference = reference[((reference >= low) & (reference <= high)).all(1)]
+    drawn = torch.cat([prior.sample_within(low, high, 20_000) for _ in range(10)])
+    assert len(reference) > 5000 and bool(((drawn >= low) & (drawn <= high)).all())
+    # the same law: every marginal's mean and spread, tau's included (its law given ell is cut)
+    np.testing.assert_allclose(drawn.mean(0), reference.mean(0), atol=0.03 * reference.std(0).max().item())
+    np.testing.assert_allclose(drawn.std(0), reference.std(0), rtol=0.04)
+
+
+def test_a_small_truncated_region_is_drawn_inside_its_box_exactly(anatomy, scan, monkeypatch):
+    """TSNPE's truncated prior when rejection from the whole prior is hopeless: uniform over the
+    highest-density region of a 7-D posterior (for the prior's density), not posterior-shaped."""
+    from sbi_tumor import inference
+
+    prior = one_scan_prior(anatomy, scan >= 1, scan >= 1)
+    mean = prior.sample((1,))[0]
+    std = torch.tensor([3.0, 3.0, 3.0, 0.75, 0.75, 0.075, 0.075])
+
+    class Gaussian:
+        dist = torch.distributions.MultivariateNormal(mean, torch.diag(std**2))
+        sample = staticmethod(lambda shape, show_progress_bars=False: Gaussian.dist.sample(shape))
+        log_prob = staticmethod(lambda theta: Gaussian.dist.log_prob(theta))
+
+    monkeypatch.setattr(inference, "MIN_REJECTION_HITS", 10**9)  # a region rejection could still reach
+    torch.manual_seed(1)
+    proposal, inside = inference._truncated_prior(prior, Gaussian(), quantile=0.1)
+    assert isinstance(proposal, inference.BoxedRegion)
+    drawn = proposal.sample((3000,))
+    draws = prior.sample((3_000_000,))
+    reference = draws[inside(draws)]  # rejection from the whole prior, the definition
+    assert len(reference) > 1500 and bool(inside(drawn).all())
+    r2 = lambda t: (((t - mean) / std) ** 2).sum(1)  # noqa: E731
+    # uniform over the region puts most draws near its edge (r2 up to 12), a Gaussian near the centre
+    assert abs(float(r2(drawn).mean() - r2(reference).mean())) < 0.25
+    assert abs(float(r2(drawn).mean() - r2(Gaussian.dist.sample((3000,))).mean())) > 1.5
+
+
 def test_origin_prior_without_a_core_uses_the_t2_region(anatomy, scan):
     prior = one_scan_prior(anatomy, np.zeros_like(scan, bool), scan >= 1)
     assert len(prior.voxels) == int(((scan >= 1) & anatomy.tissue).sum())

@@ -168,7 +168,10 @@ def run_report(run: InferenceRun, prior_name: str, seconds: float, files: dict[s
                "of the infiltration length sqrt(D / rho), often less than a voxel, and a slightly different "
                "(D, rho) moves it back, so one scan pins the thresholds down only loosely "
                "(`benchmarks/identifiability.py --human`). " if {"u_T1", "u_T2"} & set(weak) else "")
-        if {"D", "rho", "ell", "tau"} & set(weak):
+        if {"ell", "tau"} & set(weak):
+            why += ("ell or tau barely moved from the prior: this scan (or this number of simulations) does not "
+                    "fix them; the front radius 2 ell tau in the table may still be narrow. ")
+        if {"D", "rho"} & set(weak):
             why += ("D or rho barely moved from the prior: the scan (or this number of simulations) does not "
                     "separate them, though the front speed and infiltration length in the table may still be narrow. ")
         lines += [f"**Weakly determined by this observation: {', '.join(weak)}** (contraction below "

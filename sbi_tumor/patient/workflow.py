@@ -112,6 +112,15 @@ def infer_patient(t1: str | Path, t2: str | Path | None, day: float | None = Non
         raise ValueError(f"truth has {len(truth)} values; this prior has {prior.event_shape[0]} parameters "
                          f"({', '.join(parameter_names(prior.event_shape[0]))}).")
     simulator = patient.simulator()
+    names = simulator.parameter_names
+    if prior.event_shape[0] != len(names):
+        raise ValueError(f"The prior has {prior.event_shape[0]} parameters, this patient's model {len(names)} "
+                         f"({', '.join(names)}); build it with " + ("one_scan_prior" if patient.one_scan else "make_prior")
+                         + ", or pass a preset name.")
+    if patient.one_scan and (config.method == "NPE_A" or config.log_space):
+        raise ValueError("With one scan (no seed point or ADC map) use method 'TSNPE', 'NPE_B' or 'NPE_C' without "
+                         "log_space (CLI: --method, --log-space): NPE_A's correction needs a Gaussian or box prior, "
+                         "and log_space acts on (D, rho), which one scan does not have.")
     x_o = patient.observation(simulator)
     _say(progress, f"Model grid: {model_grid(simulator)} around the tumour; " + (
         f"fitting day {patient.day:g}." if not patient.one_scan else "origin and age unknown: inferring "
