@@ -33,6 +33,7 @@ from torch import Tensor
 from torch.distributions import Distribution, biject_to, constraints
 
 from .anatomy import Anatomy
+from .identifiability import front_speed
 from .config import FRONT_RADIUS_MM, INFILTRATION_LENGTH_MM, ONE_SCAN_NAMES, PRESETS, SEED_SIGMA_MM
 from .observation import check_thresholds, label_map
 from .simulator import Backend, InitialCondition, TumorSimulator
@@ -53,8 +54,14 @@ def rates(theta, age_days: float) -> np.ndarray:
     theta = np.atleast_2d(np.asarray(theta, dtype=np.float64))
     if not 0 < age_days < math.inf:
         raise ValueError(f"The age must be a finite number of days > 0, got {age_days}.")
-    rho = theta[:, _TAU] / age_days
-    return np.stack([theta[:, _ELL] ** 2 * rho, rho, theta[:, _UT1], theta[:, _UT2]], axis=1)
+    return np.concatenate([_d_rho(theta, age_days), theta[:, _UT1:]], axis=1)
+
+
+def _d_rho(theta: np.ndarray, age: float) -> np.ndarray:
+    """``(D, rho)`` ``(N, 2)`` of theta's (ell, tau) for a tumour ``age`` old (days, or units of the
+    age): the one place the rescaling is written."""
+    rho = theta[:, _TAU] / age
+    return np.stack([theta[:, _ELL] ** 2 * rho, rho], axis=1)
 
 
 class _InRegion(constraints.Constraint):
@@ -308,22 +315,20 @@ class OneScanSimulator:
         theta = _as_theta(theta, columns=5)
         domain = self.base.domain
         u0 = np.stack([seed_density(domain, row[_ORIGIN], self.sigma_mm) for row in theta])
-        # rho = tau / T and D = ell^2 rho, T the scan's time in the units of ``days``
-        rho = theta[:, _TAU] / self.day
-        return self.base.density(np.stack([theta[:, _ELL] ** 2 * rho, rho], axis=1), days,
-                                 progress=progress, u0=u0)
+        # T, the scan's time, is in the units of ``days``
+        return self.base.density(_d_rho(theta, self.day), days, progress=progress, u0=u0)
 
     def front_speed(self, theta) -> np.ndarray:
         """Asymptotic front speed ``2 sqrt(D rho) = 2 ell tau / T`` (mm per unit of ``days``), ``(B,)``."""
-        theta = _as_theta(theta, columns=5)
-        return 2 * theta[:, _ELL] * theta[:, _TAU] / self.day
+        return front_speed(_d_rho(_as_theta(theta, columns=5), self.day))
 
     def observe(self, density: np.ndarray, theta) -> Tensor:
         """Label maps of ``density`` ``(B, nx, ny, nz)`` with theta's thresholds, float32
         ``(B, 1, nx, ny, nz)``; ``simulator(theta) == observe(solve(theta), theta)``."""
         theta = _as_theta(theta)
-        return self.base.observe(density, np.stack([theta[:, _ELL], theta[:, _TAU], theta[:, _UT1],
-                                                    theta[:, _UT2]], axis=1))
+        labels = label_map(np.asarray(density)[:, None], theta[:, _UT1].reshape(-1, 1, 1, 1, 1),
+                           theta[:, _UT2].reshape(-1, 1, 1, 1, 1))
+        return torch.from_numpy(labels).to(torch.float32)
 
     def labels(self, theta, days: Sequence[float]) -> np.ndarray:
         """Label maps at ``days``, uint8 ``(B, len(days), nx, ny, nz)``."""

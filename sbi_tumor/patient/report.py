@@ -14,10 +14,9 @@ from matplotlib.figure import Figure
 from .. import plots
 from ..identifiability import WEAK_CONTRACTION, front_speed, infiltration_length, weakly_determined
 from ..inference import save_result
-from ..io import package_version
+from ..io import package_version, save_nifti
 from ..observation import dice
 from ..config import CSV_COLUMNS, FRONT_RADIUS_MM, INFILTRATION_LEVELS, SUMMARY_QUANTILES, parameter_names
-from ..io import save_nifti
 from ..one_scan import rates
 from .inputs import Patient
 from .run import POSTERIOR_FORMAT, POSTERIOR_FORMAT_VERSION, InferenceRun
