@@ -273,29 +273,10 @@ def _local_paths(page: Page) -> list[str]:
     return [f"{page.path}: {m.group(0)!r}" for m in LOCAL_PATH.finditer(text)]
 
 
-# The committed outputs of these notebooks print where they ran: sbi's "Maximum number of epochs"
-# UserWarning, raised through sbi_tumor/inference.py, names that file's absolute path on stderr.
-# They change only when the notebooks are re-run (docs/execute_notebooks.py), which this suite does
-# not do. Drop an entry once its outputs are clean.
-LOCAL_PATHS_IN_OUTPUTS = {
-    "tutorials/02_sequential_npe.html": "stderr of the training cells (sbi UserWarning)",
-    "tutorials/03_npe_vs_tmcmc.html": "stderr of the benchmark cell (sbi UserWarning)",
-    "tutorials/04_patient_workflow.html": "stderr of the inference cell (sbi UserWarning)",
-}
-
-
 def test_no_local_paths(pages: dict[str, Page]) -> None:
-    problems = [p for page in pages.values() if page.path not in LOCAL_PATHS_IN_OUTPUTS for p in _local_paths(page)]
+    """Also in the notebooks' stored outputs (re-run them with docs/execute_notebooks.py)."""
+    problems = [p for page in pages.values() for p in _local_paths(page)]
     assert not problems, _report(problems, "absolute local paths in the text")
-
-
-@pytest.mark.parametrize("path", [pytest.param(path, marks=pytest.mark.xfail(strict=True, raises=AssertionError,
-                                                                              reason=f"committed notebook output: {where}"))
-                                  for path, where in LOCAL_PATHS_IN_OUTPUTS.items()])
-def test_no_local_paths_in_notebook_outputs(pages: dict[str, Page], path: str) -> None:
-    if path not in pages:
-        pytest.fail(f"{path} is no longer built: drop it from LOCAL_PATHS_IN_OUTPUTS")
-    assert not _local_paths(pages[path]), _report(_local_paths(pages[path]), "absolute local paths")
 
 
 def test_footer_and_citation_show_the_package_version(pages: dict[str, Page]) -> None:
