@@ -36,7 +36,7 @@ from .anatomy import Anatomy
 from .identifiability import front_speed
 from .config import FRONT_RADIUS_MM, INFILTRATION_LENGTH_MM, ONE_SCAN_NAMES, PRESETS, SEED_SIGMA_MM
 from .observation import check_thresholds, label_map
-from .simulator import Backend, InitialCondition, TumorSimulator
+from .simulator import Backend, InitialCondition, TumorSimulator, as_batch
 from .solver import SolverConfig, seed_density
 
 __all__ = ["AGE_UNIT", "OneScanPrior", "OneScanSimulator", "one_scan_prior", "rates"]
@@ -342,13 +342,7 @@ class OneScanSimulator:
 
 def _as_theta(theta, columns: int = 7) -> np.ndarray:
     """theta as float64 numpy ``(B, columns+)``, checked: finite, ell and tau > 0, thresholds valid."""
-    if isinstance(theta, Tensor):
-        theta = theta.detach().cpu().numpy()
-    theta = np.atleast_2d(np.asarray(theta, dtype=np.float64))
-    if theta.ndim != 2 or theta.shape[1] < columns:
-        raise ValueError(f"theta must have shape (B, 7) = {ONE_SCAN_NAMES}, got {theta.shape}.")
-    if not np.all(np.isfinite(theta)):
-        raise ValueError("theta contains NaN or infinite values.")
+    theta = as_batch(theta, columns, ONE_SCAN_NAMES)
     bad = np.flatnonzero((theta[:, _ELL] <= 0) | (theta[:, _TAU] <= 0))
     if len(bad):
         raise ValueError(f"ell and tau must be > 0; row {bad[0]} is {theta[bad[0]].tolist()}.")

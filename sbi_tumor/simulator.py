@@ -248,15 +248,22 @@ def _cut_faces(anatomy: Anatomy, domain: Anatomy) -> list[tuple[int, int]]:
     return faces
 
 
-def _as_theta(theta, min_columns: int = 4) -> np.ndarray:
-    """theta as float64 numpy ``(B, k)``, validated (documented treatment: invalid sets raise)."""
+def as_batch(theta, min_columns: int, names: Sequence[str]) -> np.ndarray:
+    """theta as float64 numpy ``(B, k)`` with ``k >= min_columns``, finite; the error names the
+    ``names`` of a full row."""
     if isinstance(theta, torch.Tensor):
         theta = theta.detach().cpu().numpy()
     theta = np.atleast_2d(np.asarray(theta, dtype=np.float64))
     if theta.ndim != 2 or theta.shape[1] < min_columns:
-        raise ValueError(f"theta must have shape (B, 4) = (D, rho, u_T1, u_T2), got {theta.shape}.")
+        raise ValueError(f"theta must have shape (B, {len(names)}) = ({', '.join(names)}), got {theta.shape}.")
     if not np.all(np.isfinite(theta)):
         raise ValueError("theta contains NaN or infinite values.")
+    return theta
+
+
+def _as_theta(theta, min_columns: int = 4) -> np.ndarray:
+    """theta as float64 numpy ``(B, k)``, validated (documented treatment: invalid sets raise)."""
+    theta = as_batch(theta, min_columns, PARAMETER_NAMES)
     bad = np.flatnonzero((theta[:, 0] < 0) | (theta[:, 1] < 0))
     if len(bad):
         raise ValueError(f"D and rho must be >= 0; row {bad[0]} is {theta[bad[0]].tolist()}.")
