@@ -49,7 +49,8 @@ def amortised(args, simulator, prior, out: Path) -> dict:
     from sbi_tumor.diagnostics import rank_plot, tarp_plot
 
     x_o = simulator(torch.tensor([CASES[args.case][1]]))  # any x: round 1 does not depend on it
-    config = InferenceConfig(num_rounds=1, num_simulations=args.simulations, augment=args.augment, seed=args.seed)
+    config = InferenceConfig(**args.settings, num_rounds=1, num_simulations=args.simulations, augment=args.augment,
+                             seed=args.seed)
     t0 = time.perf_counter()
     posterior, result = run_sequential_npe(simulator, prior, x_o, config, progress=not args.quiet)
     theta, x = held_out_pairs(simulator, prior, args.pairs, seed=args.seed + 1000)
@@ -68,8 +69,8 @@ def sequential(args, simulator, prior, out: Path) -> dict:
     from sbi_tumor.diagnostics import Calibration, rank_plot
 
     truths, _ = held_out_pairs(lambda t: t, prior, args.truths, seed=args.seed + 1000)
-    config = InferenceConfig(num_rounds=args.rounds, num_simulations=args.simulations, augment=args.augment,
-                             seed=args.seed)
+    config = InferenceConfig(**args.settings, num_rounds=args.rounds, num_simulations=args.simulations,
+                             augment=args.augment, seed=args.seed)
     runs = []
     for i, truth in enumerate(truths):
         path = out / f"truth{i}.json"
@@ -115,6 +116,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--truths", type=int, default=30, help="truths, sequential (default 30)")
     parser.add_argument("--augment", type=int, help="threshold pairs per solve (default: the default, 10)")
     parser.add_argument("--posterior-samples", type=int, default=1000)
+    parser.add_argument("--settings", type=json.loads, default={}, metavar="JSON",
+                        help="further InferenceConfig settings, e.g. '{\"density_estimator\": \"nsf\"}'")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--out", required=True)

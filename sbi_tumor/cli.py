@@ -131,7 +131,8 @@ def _inference_config(args: argparse.Namespace):
                            embedding=args.embedding, max_num_epochs=args.max_epochs, seed=args.seed,
                            embedding_kwargs={"hidden": args.mlp_hidden} if args.embedding == "mlp" else {},
                            num_workers=args.workers, client=args.scheduler, log_space=args.log_space,
-                           augment=args.augment)
+                           augment=args.augment, density_estimator=args.density_estimator,
+                           num_components=args.components)
 
 
 def _segmentations(args: argparse.Namespace) -> tuple[str, str | None]:
@@ -279,7 +280,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     """The inference options; their defaults are ``InferenceConfig()``'s, the measured best."""
-    from .config import DEFAULT_AUGMENT, InferenceConfig
+    from .config import DEFAULT_AUGMENT, DENSITY_ESTIMATORS, InferenceConfig
 
     defaults = InferenceConfig()
     group = parser.add_argument_group("inference")
@@ -290,6 +291,11 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
                        help="forward solves per round")
     group.add_argument("--embedding", default=defaults.embedding, choices=sorted(EMBEDDING_NAMES),
                        help="embedding net of the label maps")
+    group.add_argument("--density-estimator", default=defaults.density_estimator, choices=DENSITY_ESTIMATORS,
+                       help="sbi's density estimator: mdn (Gaussian mixture), nsf or maf (normalising flows); "
+                            "NPE_A always uses its mixture")
+    group.add_argument("--components", type=COUNT, default=defaults.num_components,
+                       help="mixture components of the mdn (and of NPE_A)")
     group.add_argument("--mlp-hidden", type=COUNT, default=100,
                        help="tanh units of the mlp embedding (default 100, the paper's)")
     group.add_argument("--log-space", action="store_true",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, get_args
 
-__all__ = ["DEFAULT_AUGMENT", "EMBEDDING_NAMES", "GREY_MATTER_RATIO", "SUMMARY_QUANTILES", "SYNTHETIC_SEED_MM", "INFILTRATION_LEVELS", "MAX_DAY", "MAX_STEPS", "InferenceConfig", "METHODS", "Method", "PARAMETER_LABELS",
+__all__ = ["DEFAULT_AUGMENT", "DENSITY_ESTIMATORS", "EMBEDDING_NAMES", "GREY_MATTER_RATIO", "SUMMARY_QUANTILES", "SYNTHETIC_SEED_MM", "INFILTRATION_LEVELS", "MAX_DAY", "MAX_STEPS", "InferenceConfig", "METHODS", "Method", "PARAMETER_LABELS",
            "PARAMETER_NAMES", "PRESETS", "ONE_SCAN_NAMES", "ONE_SCAN_LABELS", "CSV_COLUMNS", "parameter_names", "parameter_labels", "INFILTRATION_LENGTH_MM", "FRONT_RADIUS_MM", "PriorPreset", "SEED_SIGMA_MM"]
 
 def check_counts(settings: Any, names: str, minimum: int = 1) -> None:
@@ -170,6 +170,9 @@ Method = Literal["NPE_A", "NPE_B", "NPE_C", "TSNPE"]
 
 
 METHODS: tuple[str, ...] = get_args(Method)
+#: sbi density estimators (``posterior_nn(model=...)``) for the methods other than NPE_A, whose
+#: analytic correction needs its own mixture-density network.
+DENSITY_ESTIMATORS: tuple[str, ...] = ("mdn", "nsf", "maf")
 
 
 #: Training pairs per solve with TSNPE when ``augment`` is not given (``benchmarks/defaults.py``).
@@ -191,8 +194,14 @@ class InferenceConfig:
             importance-weighted MDN), ``"NPE_A"`` or ``"NPE_C"`` (APT).
         num_rounds: number of rounds (round 1 samples the prior).
         num_simulations: forward simulations per round.
-        num_components: mixture components of the MDN (NPE_A is stable with 1 over rounds).
-        hidden_features: width of the MDN's hidden layers.
+        density_estimator: sbi's density estimator, ``"mdn"`` (mixture of Gaussians, the
+            default), ``"nsf"`` (neural spline flow) or ``"maf"`` (masked autoregressive flow);
+            ``NPE_A`` always uses its own MDN.
+        num_components: mixture components of the MDN.
+        proposal_widening: with ``NPE_A``, each later round's proposal is the posterior with its
+            mixture components' standard deviations multiplied by this, which keeps NPE_A's
+            analytic correction valid (``WidenedMixture`` in ``sbi_tumor.inference``).
+        hidden_features: width of the density estimator's hidden layers.
         embedding: ``"radial"`` (radial label profiles around the seed, then an MLP; the default),
             ``"cnn"`` (3D CNN on one-hot label maps) or ``"mlp"`` (the paper's network).
         embedding_kwargs: extra arguments for the embedding net.
@@ -227,7 +236,9 @@ class InferenceConfig:
     method: Method = "TSNPE"
     num_rounds: int = 4
     num_simulations: int = 250
+    density_estimator: str = "mdn"
     num_components: int = 5
+    proposal_widening: float = 2.0
     hidden_features: int = 64
     embedding: str = "radial"
     embedding_kwargs: dict = field(default_factory=dict)
@@ -247,10 +258,16 @@ class InferenceConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}.")
+        if self.density_estimator not in DENSITY_ESTIMATORS:
+            raise ValueError(f"density_estimator must be one of {list(DENSITY_ESTIMATORS)}, got "
+                             f"{self.density_estimator!r}.")
         check_counts(self, "num_rounds num_components hidden_features max_num_epochs stop_after_epochs "
                            "training_batch_size num_posterior_samples simulation_batch_size num_workers")
         check_counts(self, "num_simulations", minimum=2)
         check_positive(self, "learning_rate")
+        if not self.proposal_widening >= 1:
+            raise ValueError(f"proposal_widening must be >= 1 (a proposal as wide as the posterior or wider), got "
+                             f"{self.proposal_widening}.")
         if self.augment is None:
             self.augment = DEFAULT_AUGMENT if self.method == "TSNPE" else 1
         if not 0 < self.truncation_quantile < 1:

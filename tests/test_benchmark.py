@@ -48,6 +48,9 @@ def test_config_rejects_bad_settings():
         BenchmarkConfig(case="human")
     with pytest.raises(ValueError, match="budget"):
         BenchmarkConfig(budgets=(6,), npe_rounds=4)
+    with pytest.raises(ValueError, match=r"npe_settings \['num_rounds', 'wings'\] are not InferenceConfig settings"):
+        BenchmarkConfig(npe_settings={"wings": 2, "num_rounds": 3})  # num_rounds: npe_rounds
+    assert BenchmarkConfig(npe_settings={"density_estimator": "nsf"}).npe_settings == {"density_estimator": "nsf"}
     with pytest.raises(ValueError, match="npe_method must be one of"):
         BenchmarkConfig(npe_method="SNLE")
     with pytest.raises(ValueError, match="npe_augment must be 1, or > 1 with npe_method 'TSNPE'"):

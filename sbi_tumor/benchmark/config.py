@@ -35,6 +35,8 @@ class BenchmarkConfig:
             ``None``: its default).
         embedding: ``"radial"`` (the default), ``"mlp"`` (the paper's one tanh layer) or ``"cnn"``.
         embedding_kwargs: Extra arguments of the embedding net (e.g. ``{"octants": True}``).
+        npe_settings: Further [`InferenceConfig`][sbi_tumor.config.InferenceConfig] settings of
+            the NPE runs, by name (e.g. ``{"density_estimator": "nsf"}``).
         max_num_epochs: Cap on training epochs per NPE round.
         stop_after_epochs: Early-stopping patience of NPE.
         num_posterior_samples: Samples drawn from each NPE posterior.
@@ -61,6 +63,7 @@ class BenchmarkConfig:
     npe_augment: int | None = None
     embedding: str = InferenceConfig.embedding
     embedding_kwargs: dict = field(default_factory=dict)
+    npe_settings: dict = field(default_factory=dict)
     max_num_epochs: int = 200
     stop_after_epochs: int = 20
     num_posterior_samples: int = 1000
@@ -82,6 +85,12 @@ class BenchmarkConfig:
         check_positive(self, "resolution_mm roi_size_mm")
         if not isinstance(self.embedding_kwargs, dict):
             raise ValueError(f"embedding_kwargs must be a dict of keyword arguments, got {self.embedding_kwargs!r}.")
+        fixed = {"method", "num_rounds", "log_space", "augment", "num_simulations", "embedding",
+                 "embedding_kwargs", "max_num_epochs", "stop_after_epochs", "num_posterior_samples", "seed"}
+        unknown = set(self.npe_settings) - (set(InferenceConfig.__dataclass_fields__) - fixed)
+        if unknown:
+            raise ValueError(f"npe_settings {sorted(unknown)} are not InferenceConfig settings, or have a "
+                             "benchmark setting of their own (npe_method, npe_rounds, ...).")
         preset = PRESETS.get(self.case)
         if preset is None or preset.truth is None or self.case not in CASE_SEEDS_MM:
             raise ValueError(f"Unknown benchmark case {self.case!r}; valid cases: {sorted(CASE_SEEDS_MM)}.")
