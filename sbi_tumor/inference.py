@@ -2,13 +2,14 @@
 
 Round 1 samples the prior; every later round samples the current posterior at the observation
 ``x_o``; the network weights carry over between rounds (one trainer accumulates all rounds).
-``NPE_B`` trains a mixture-density network with the importance-weighted loss
-prior/proposal of Lueckmann et al. 2017 (the paper's eq. 3); ``NPE_A`` fits a Gaussian-mixture
-proposal posterior and corrects it analytically; ``NPE_C`` is APT (atomic proposals).
-``TSNPE`` (Deistler et al. 2022; the default) samples later rounds from the prior truncated to the current
-posterior's highest-density region (mass ``1 - truncation_quantile``) and trains with the plain
-first-round NPE loss, which stays exact on that region: no importance weights, no atoms, no
-analytic correction to fail.
+``NPE_B`` trains a mixture-density network with the importance-weighted loss prior/proposal of
+Lueckmann et al. 2017 (the paper's eq. 3); ``NPE_A`` fits a Gaussian-mixture proposal posterior
+and corrects it analytically (on the prior's box mapped onto the unit cube, each later round drawn
+from the posterior widened by ``proposal_widening``: see ``WidenedMixture``); ``NPE_C`` is APT
+(atomic proposals). ``TSNPE`` (Deistler et al. 2022; the default) samples later rounds from the
+prior truncated to the current posterior's highest-density region (mass
+``1 - truncation_quantile``) and trains with the plain first-round NPE loss, which stays exact on
+that region: no importance weights, no atoms, no analytic correction to fail.
 
 With ``log_space=True`` the networks learn ``(log D, log rho, u_T1, u_T2)``: at a fixed front
 speed ``2 sqrt(D rho)`` the posterior ridge is curved in (D, rho) but straight in the logs, where
@@ -38,13 +39,13 @@ from .config import CSV_COLUMNS, SUMMARY_QUANTILES, InferenceConfig, parameter_n
 
 from .embedding import make_embedding
 from .identifiability import contraction
-from .posteriors import FeaturePosterior, LogRatesPosterior, label_map_features
-from .sbi_compat import CONSTANT_DATA_WARNING, epoch_cap_rounds, explained_failures, quiet, sample_truncated
+from .posteriors import FeaturePosterior, LogRatesPosterior, UnitBoxPosterior, label_map_features
+from .sbi_compat import CONSTANT_DATA_WARNING, FOREIGN_PROPOSAL_WARNING, epoch_cap_rounds, explained_failures, quiet, sample_truncated
 from .one_scan import OneScanPrior
-from .prior import LogUniformBox, _LogRatesPrior, log_rates_prior, rates
+from .prior import LogUniformBox, _LogRatesPrior, log_rates_prior
 from . import parallel
 
-__all__ = ["InferenceResult", "ObservedManyTimes", "parameter_pairs",
+__all__ = ["InferenceResult", "ObservedManyTimes", "WidenedMixture", "parameter_pairs",
            "run_sequential_npe", "simulate_round"]
 
 @dataclass
@@ -142,10 +143,14 @@ def _trainer(prior: Distribution, x_o: torch.Tensor, config: InferenceConfig, pr
     # Label maps have constant voxels, which breaks sbi's z-scoring of x: leave x as it is.
     common = dict(embedding_net=embedding, z_score_x="none", hidden_features=config.hidden_features)
     if config.method == "NPE_A":
-        builder = _standardizing(posterior_nn("mdn_snpe_a", **common), embedding)
+        # theta arrives in the unit cube (see run_sequential_npe); not z-scored, so that the
+        # posterior's mixture is in the coordinates the proposal is sampled in.
+        builder = _standardizing(posterior_nn("mdn_snpe_a", z_score_theta="none", **common), embedding)
         return NPE_A(prior=prior, density_estimator=builder, num_components=config.num_components,
                      show_progress_bars=progress, tracker=CurveTracker()), embedding
-    builder = _standardizing(posterior_nn("mdn", num_components=config.num_components, **common), embedding)
+    if config.density_estimator == "mdn":
+        common["num_components"] = config.num_components
+    builder = _standardizing(posterior_nn(config.density_estimator, **common), embedding)
     cls = NPE_B if config.method == "NPE_B" else NPE_C  # TSNPE trains NPE_C with its first-round loss
     return cls(prior=prior, density_estimator=builder, show_progress_bars=progress,
                tracker=CurveTracker()), embedding
@@ -244,7 +249,23 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
         if config.method == "NPE_A" and not isinstance(prior, BoxUniform):
             raise ValueError("NPE_A with log_space=True needs a prior that is uniform in (log D, log rho): "
                              "use make_prior(..., log_uniform=True), or method 'NPE_B', 'NPE_C' or 'TSNPE'.")
-    to_theta = rates if config.log_space else (lambda theta: theta)
+    # Views from the coordinates the networks learn to theta, innermost first.
+    views: list[Callable[[Any], Any]] = [LogRatesPosterior] if config.log_space else []
+    if config.method == "NPE_A":
+        # NPE_A learns the prior's box mapped onto the unit cube: its mixtures then live in the
+        # coordinates its proposals are drawn in (see WidenedMixture).
+        if not isinstance(prior, BoxUniform):
+            raise ValueError(f"NPE_A needs a prior uniform on a box (its analytic correction), got "
+                             f"{type(prior).__name__}: use make_prior(...) without log_uniform, or another method.")
+        box = prior.support.base_constraint
+        views.insert(0, partial(UnitBoxPosterior, low=box.lower_bound, high=box.upper_bound))
+        prior = BoxUniform(torch.zeros(dim), torch.ones(dim))
+
+    def to_theta(phi: torch.Tensor) -> torch.Tensor:
+        for view in views:
+            phi = view(None).to_theta(phi)
+        return phi
+
     trainer, embedding = _trainer(prior, x_o, config, progress)
     _check_observation(x_o, embedding, simulator)
     # With fixed features, sbi trains on them; otherwise on the label maps themselves.
@@ -280,6 +301,7 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
         with explained_failures(config.method, r + 1), quiet(progress):
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=CONSTANT_DATA_WARNING)
+                warnings.filterwarnings("ignore", message=FOREIGN_PROPOSAL_WARNING)
                 # TSNPE appends its rounds as sbi's TSNPE tutorial does, without the proposal: its
                 # first-round loss does not use it, and sbi deep-copies the proposal given here
                 # (a RestrictedPrior holding the posterior) once per training batch, which took
@@ -294,6 +316,8 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
             posterior.set_default_x(x_train_o)
             if truncated:
                 proposal, region = _truncated_prior(prior, posterior, config.truncation_quantile)
+            elif config.method == "NPE_A":
+                proposal = WidenedMixture(posterior, config.proposal_widening)
             else:
                 proposal = posterior
         t_train += time.perf_counter() - t0
@@ -310,8 +334,9 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
         samples = posterior.sample((config.num_posterior_samples,), x=x_o, show_progress_bars=False)
         posterior.set_default_x(x_o)  # sbi 0.27's map() no longer takes x
         map_ = posterior.map(show_progress_bars=False, num_init_samples=500, num_iter=200)
-    if config.log_space:
-        posterior, samples, map_ = LogRatesPosterior(posterior), rates(samples), rates(map_)
+    samples, map_ = to_theta(samples), to_theta(map_)
+    for view in views:
+        posterior = view(posterior)
     result = InferenceResult(
         method=config.method, samples=samples, map=map_.reshape(-1), theta_per_round=thetas,
         training=training, wall_time=time.perf_counter() - start, simulation_time=t_sim,
@@ -443,6 +468,57 @@ class BoxedRegion:
             if count >= n:
                 return torch.cat(kept)[:n].reshape(*torch.Size(sample_shape), -1)
         raise RuntimeError(f"Fewer than {n} draws of the prior fell in the truncated region; raise truncation_quantile.")
+
+
+class WidenedMixture(Distribution):
+    """NPE_A's proposal for the next round: the posterior's Gaussian mixture at ``x_o`` with each
+    component's standard deviations multiplied by ``widening``, restricted to the unit cube (the
+    prior's support in the coordinates NPE_A learns).
+
+    Why wider: NPE_A corrects its network's fit analytically, precision of the posterior =
+    precision of the fit - precision of the proposal, which is positive definite only while the
+    fit is narrower than the proposal in every direction. With the last posterior itself as the
+    proposal that margin is zero, and a fit a little too wide in one direction ends the run
+    ("covariance not positive definite"; rounds 3-4 on two of three paper truths with sbi's
+    default). A proposal ``widening`` times wider keeps the margin, at the price of simulations
+    spent further from the posterior. The correction divides by the untruncated mixture: the
+    restriction to the cube changes it by a constant there, and the prior is 0 outside.
+    """
+
+    arg_constraints: dict = {}
+
+    def __init__(self, posterior: Any, widening: float):
+        self.posterior, self.widening = posterior, widening
+        dim = self.get_mog_params(posterior.default_x).dim
+        super().__init__(event_shape=torch.Size([dim]), validate_args=False)
+
+    @property
+    def default_x(self) -> torch.Tensor:
+        return self.posterior.default_x
+
+    def get_mog_params(self, x: torch.Tensor):
+        """The widened mixture (sbi's ``MoG``), what sbi's NPE_A reads from a proposal."""
+        from sbi.neural_nets.estimators import MoG
+
+        mog = self.posterior.get_mog_params(x)
+        return MoG(mog.logits, mog.means, mog.precisions / self.widening**2)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """The untruncated mixture's log density (what NPE_A's correction divides by)."""
+        return self.get_mog_params(self.default_x).log_prob(value)
+
+    def sample(self, sample_shape=torch.Size(), batch: int = 10_000, tries: int = 1000, **_: Any) -> torch.Tensor:
+        n = int(torch.Size(sample_shape).numel())
+        mog = self.get_mog_params(self.default_x)
+        kept, count = [], 0
+        for _ in range(tries):
+            draws = mog.sample(torch.Size([batch]))[:, 0].detach()
+            draws = draws[((draws >= 0) & (draws <= 1)).all(dim=1)]
+            kept.append(draws)
+            count += len(draws)
+            if count >= n:
+                return torch.cat(kept)[:n].reshape(*torch.Size(sample_shape), -1)
+        raise RuntimeError(f"Fewer than {n} of {tries * batch} draws of NPE_A's proposal fell inside the prior.")
 
 
 def _round_summary(summary: dict, round_: int, previous: list[dict]) -> dict:

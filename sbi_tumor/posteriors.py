@@ -4,9 +4,11 @@
   features of the label maps (computed once per simulation, not once per epoch), made to take
   label maps again;
 * [`LogRatesPosterior`][sbi_tumor.posteriors.LogRatesPosterior]: a posterior trained on
-  ``(log D, log rho, u_T1, u_T2)``, seen in theta.
+  ``(log D, log rho, u_T1, u_T2)``, seen in theta;
+* [`UnitBoxPosterior`][sbi_tumor.posteriors.UnitBoxPosterior]: a posterior trained on the prior's
+  box mapped onto the unit cube, seen in theta.
 
-Both offer what an sbi posterior offers to this package and to sbi's diagnostics (``sample``,
+All offer what an sbi posterior offers to this package and to sbi's diagnostics (``sample``,
 ``sample_batched``, ``log_prob``, ``map``, ``set_default_x``, ``default_x``); the wrapped sbi
 posterior is ``.posterior``.
 """
@@ -19,7 +21,7 @@ import torch
 
 from .prior import log_rates, rates
 
-__all__ = ["FeaturePosterior", "LogRatesPosterior", "label_map_features"]
+__all__ = ["FeaturePosterior", "LogRatesPosterior", "ReparametrizedPosterior", "UnitBoxPosterior", "label_map_features"]
 
 
 @torch.no_grad()
@@ -74,37 +76,78 @@ class FeaturePosterior:
         return self.posterior.map(**kwargs)
 
 
-class LogRatesPosterior:
-    """Theta-space view of an sbi posterior trained on ``phi = (log D, log rho, u_T1, u_T2)``.
+class ReparametrizedPosterior:
+    """Theta-space view of an sbi posterior trained on ``phi = to_phi(theta)``, a bijection.
 
     ``sample``, ``log_prob``, ``map`` and ``set_default_x`` behave as on an sbi posterior over
-    theta; the posterior over phi is ``.posterior``.
+    theta; the posterior over phi is ``.posterior``. Subclasses define ``to_theta``, ``to_phi``
+    and ``log_det(theta)``, the log absolute Jacobian determinant of ``to_phi``.
     """
 
     def __init__(self, posterior: Any):
         self.posterior = posterior
 
+    def to_theta(self, phi: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def to_phi(self, theta: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def log_det(self, theta: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
     @property
     def default_x(self) -> torch.Tensor | None:
         return self.posterior.default_x
 
-    def set_default_x(self, x: torch.Tensor) -> "LogRatesPosterior":
+    def set_default_x(self, x: torch.Tensor) -> "ReparametrizedPosterior":
         self.posterior.set_default_x(x)
         return self
 
     def sample(self, sample_shape=torch.Size(), x: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
-        """Samples of theta, ``(*sample_shape, 4)``."""
-        return rates(self.posterior.sample(sample_shape, x=x, **kwargs))
+        """Samples of theta, ``(*sample_shape, d)``."""
+        return self.to_theta(self.posterior.sample(sample_shape, x=x, **kwargs))
 
     def sample_batched(self, sample_shape, x: torch.Tensor, **kwargs) -> torch.Tensor:
-        """Samples of theta for each of a batch of x, ``(*sample_shape, len(x), 4)`` (as sbi's)."""
-        return rates(self.posterior.sample_batched(sample_shape, x=x, **kwargs))
+        """Samples of theta for each of a batch of x, ``(*sample_shape, len(x), d)`` (as sbi's)."""
+        return self.to_theta(self.posterior.sample_batched(sample_shape, x=x, **kwargs))
 
     def log_prob(self, theta: torch.Tensor, x: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
-        """``log p(theta | x) = log p(phi | x) - log D - log rho``."""
+        """``log p(theta | x) = log p(phi | x) + log |d phi / d theta|``."""
         theta = torch.as_tensor(theta, dtype=torch.float32)
-        return self.posterior.log_prob(log_rates(theta), x=x, **kwargs) - theta[..., :2].log().sum(-1)
+        return self.posterior.log_prob(self.to_phi(theta), x=x, **kwargs) + self.log_det(theta)
 
     def map(self, **kwargs) -> torch.Tensor:
         """The mode in phi, mapped to theta."""
-        return rates(self.posterior.map(**kwargs))
+        return self.to_theta(self.posterior.map(**kwargs))
+
+
+class LogRatesPosterior(ReparametrizedPosterior):
+    """Theta-space view of an sbi posterior trained on ``phi = (log D, log rho, u_T1, u_T2)``."""
+
+    def to_theta(self, phi: torch.Tensor) -> torch.Tensor:
+        return rates(phi)
+
+    def to_phi(self, theta: torch.Tensor) -> torch.Tensor:
+        return log_rates(theta)
+
+    def log_det(self, theta: torch.Tensor) -> torch.Tensor:
+        return -theta[..., :2].log().sum(-1)
+
+
+class UnitBoxPosterior(ReparametrizedPosterior):
+    """Theta-space view of an sbi posterior trained on ``phi = (theta - low) / (high - low)``,
+    the prior's box mapped onto the unit cube (NPE_A: see ``sbi_tumor.inference``)."""
+
+    def __init__(self, posterior: Any, low: torch.Tensor, high: torch.Tensor):
+        super().__init__(posterior)
+        self.low, self.width = torch.as_tensor(low), torch.as_tensor(high) - torch.as_tensor(low)
+
+    def to_theta(self, phi: torch.Tensor) -> torch.Tensor:
+        return self.low + self.width * phi
+
+    def to_phi(self, theta: torch.Tensor) -> torch.Tensor:
+        return (theta - self.low) / self.width
+
+    def log_det(self, theta: torch.Tensor) -> torch.Tensor:
+        return -self.width.log().sum().expand(theta.shape[:-1])

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["CONSTANT_DATA_WARNING", "EPOCH_CAP_WARNING", "SAMPLING_BATCH_NOTE", "epoch_cap_rounds", "explained_failures", "quiet",
+__all__ = ["CONSTANT_DATA_WARNING", "EPOCH_CAP_WARNING", "FOREIGN_PROPOSAL_WARNING", "SAMPLING_BATCH_NOTE", "epoch_cap_rounds", "explained_failures", "quiet",
            "sample_truncated"]
 
 
@@ -54,6 +54,9 @@ def quiet(progress: bool) -> Iterator[None]:
 
 #: sbi's warning when training stops at ``max_num_epochs`` before early stopping.
 EPOCH_CAP_WARNING = "Maximum number of epochs"
+#: sbi's warning for a proposal that is neither the prior nor an sbi posterior (NPE_A's widened
+#: mixture, ``sbi_tumor.inference.WidenedMixture``, is one on purpose).
+FOREIGN_PROPOSAL_WARNING = "The proposal you passed is neither the prior"
 #: sbi's warning for constant dimensions of x (label maps have many constant voxels; x is not
 #: z-scored here, z_score_x="none", so the warning does not apply).
 CONSTANT_DATA_WARNING = "Data has constant values"
@@ -89,6 +92,6 @@ def explained_failures(method: str, round_: int):
             raise
         raise RuntimeError(
             f"{method} failed in round {round_}: its analytic proposal correction gave a posterior "
-            "covariance that is not positive definite (a known NPE_A failure, more frequent with several "
-            "mixture components or a proposal much narrower than the prior). Use method='NPE_B' or "
-            "'NPE_C', or NPE_A with num_components=1 and more simulations per round.") from err
+            "covariance that is not positive definite (the network's fit came out wider than the proposal "
+            "in some direction). Raise proposal_widening (default 2), or use method='TSNPE', 'NPE_B' or "
+            "'NPE_C'.") from err

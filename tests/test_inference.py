@@ -197,14 +197,72 @@ def test_fixed_seed_is_reproducible_and_posterior_reloads(problem, tmp_path, cap
 def test_bad_config_is_rejected():
     with pytest.raises(ValueError, match=r"one of \['NPE_A', 'NPE_B', 'NPE_C', 'TSNPE'\], got 'SNLE'"):
         InferenceConfig(method="SNLE")
+    with pytest.raises(ValueError, match=r"density_estimator must be one of \['mdn', 'nsf', 'maf'\], got 'flow'"):
+        InferenceConfig(density_estimator="flow")
+    with pytest.raises(ValueError, match="proposal_widening must be >= 1"):
+        InferenceConfig(method="NPE_A", proposal_widening=0.5)
     with pytest.raises(ValueError, match="truncation_quantile must be in"):
         InferenceConfig(method="TSNPE", truncation_quantile=0.0)
     with pytest.raises(ValueError, match="augment must be 1, or > 1 with method='TSNPE'.*'NPE_C'"):
         InferenceConfig(method="NPE_C", augment=4)
 
 
+def test_npe_a_with_a_mixture_completes_four_rounds_inside_the_prior(problem):
+    """Several components over four rounds (sbi's own proposal failed in rounds 3-4 of the paper
+    truths); NPE_A learns the unit cube and is seen in theta."""
+    sim, prior, x_o = problem
+    config = quick("NPE_A", num_components=2, num_rounds=4, num_simulations=60, max_num_epochs=20)
+    posterior, result = run_sequential_npe(sim, prior, x_o, config, progress=False)
+    low, high = prior.support.base_constraint.lower_bound, prior.support.base_constraint.upper_bound
+    assert result.num_simulations == 240
+    for theta in result.theta_per_round + [result.samples, result.map[None]]:
+        assert ((theta >= low) & (theta <= high)).all()
+    theta = result.samples[:5]
+    expected = posterior.posterior.log_prob((theta - low) / (high - low), x=x_o) - (high - low).log().sum()
+    torch.testing.assert_close(posterior.log_prob(theta, x=x_o), expected)
+
+
+def test_a_flow_takes_the_mixtures_place(problem):
+    sim, prior, x_o = problem
+    config = quick("TSNPE", density_estimator="nsf", num_simulations=80, max_num_epochs=20)
+    posterior, result = run_sequential_npe(sim, prior, x_o, config, progress=False)
+    assert "Flow" in type(posterior.posterior_estimator).__name__
+    speed = 2 * result.samples[:, :2].prod(1).sqrt()
+    assert speed.std() < 0.8 * (2 * prior.sample((4000,))[:, :2].prod(1).sqrt()).std()
+
+
+class MixturePosterior:
+    """A stand-in NPE_A posterior: two Gaussians in 2D, one near the cube's edge."""
+
+    default_x = torch.zeros(1, 1)
+
+    def get_mog_params(self, x):
+        from sbi.neural_nets.estimators import MoG
+
+        precision = torch.eye(2) / 0.05**2
+        return MoG(torch.zeros(1, 2), torch.tensor([[[0.3, 0.5], [0.7, 0.02]]]), precision.expand(1, 2, 2, 2))
+
+
+def test_widened_mixture_is_the_posterior_widened_and_kept_inside_the_cube():
+    from sbi_tumor.inference import WidenedMixture
+
+    posterior = MixturePosterior()
+    proposal = WidenedMixture(posterior, widening=2.0)
+    assert proposal.event_shape == (2,)
+    torch.testing.assert_close(proposal.get_mog_params(posterior.default_x).precisions,
+                               posterior.get_mog_params(None).precisions / 4)
+    torch.manual_seed(0)
+    draws = proposal.sample((20_000,))
+    assert draws.shape == (20_000, 2) and ((draws >= 0) & (draws <= 1)).all()
+    # the second component lies 0.02 (0.2 sd) from the edge: its draws below 0, 42%, are rejected
+    weight = 0.58 / 1.58
+    assert abs((draws[:, 0] > 0.5).float().mean() - weight) < 0.01
+    # the first dimension: components 0.4 apart, sd 0.1 each (twice the posterior's 0.05)
+    assert abs(draws[:, 0].std() - (0.1**2 + weight * (1 - weight) * 0.4**2) ** 0.5) < 0.003
+
+
 def test_npe_a_correction_failure_becomes_an_actionable_error():
-    with pytest.raises(RuntimeError, match="NPE_A failed in round 3.*method='NPE_B'"):
+    with pytest.raises(RuntimeError, match="NPE_A failed in round 3.*Raise proposal_widening"):
         with explained_failures("NPE_A", 3):
             raise ValueError("Posterior precision matrix is not positive definite.")
     with pytest.raises(ValueError, match="unrelated"):  # other errors pass through unchanged
