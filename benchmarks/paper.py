@@ -55,7 +55,9 @@ def run(truth, method: str, args, simulator: TumorSimulator, out: Path) -> dict:
     x_o = simulator(theta_true)
     config = InferenceConfig(method=method, num_rounds=args.rounds, num_simulations=args.simulations,
                              embedding=args.embedding, embedding_kwargs=json.loads(args.embedding_kwargs),
-                             num_components=1 if method == "NPE_A" else 5, log_space=args.log_space,
+                             num_components=args.components or (1 if method == "NPE_A" else
+                                                                 InferenceConfig.num_components),
+                             log_space=args.log_space,
                              stop_after_epochs=args.stop_after_epochs, max_num_epochs=args.max_epochs,
                              training_batch_size=args.batch_size, augment=args.augment,
                              seed=args.seed)
@@ -77,6 +79,7 @@ def run(truth, method: str, args, simulator: TumorSimulator, out: Path) -> dict:
         "dice_day9_T2": dice(day9[0] >= 1, day9[1] >= 1),
         "dice_day11_T2": dice(day11[0] >= 1, day11[1] >= 1),
         "dice_day11_T1": dice(day11[0] == 2, day11[1] == 2),
+        "augment": config.augment, "num_components": config.num_components,
         "num_simulations": result.num_simulations, "wall_time_s": wall,
         "simulation_time_s": result.simulation_time, "training_time_s": result.training_time,
         "epochs_per_round": [t.get("epochs_trained") for t in result.training],
@@ -108,12 +111,14 @@ def markdown_table(paths: list[str]) -> str:
             "| Dice day 11 T2 / T1 | wall [s] | all targets |", "|" + " --- |" * 11]
     for path in paths:
         results = json.loads(Path(path).read_text())
-        settings = " ".join([results.get("embedding", "mlp"), *results.get("embedding_kwargs", {})] +
-                            ["log space"] * results.get("log_space", False) +
-                            [f"augment {results.get('augment', 1)}"] * (results.get("augment", 1) > 1) +
-                            [f"patience {results.get('stop_after_epochs', 20)}, batch {results.get('batch_size', 50)}, "
-                             f"seed {_seed(results)}"])
         for r in results["runs"]:
+            augment = r.get("augment", results.get("augment") or 1)  # older results: per file
+            settings = " ".join([results.get("embedding", "mlp"), *results.get("embedding_kwargs", {})] +
+                                ["log space"] * results.get("log_space", False) +
+                                [f"augment {augment}"] * (augment > 1) +
+                                ([f"{r['num_components']} components"] if "num_components" in r else []) +
+                                [f"patience {results.get('stop_after_epochs', 20)}, "
+                                 f"batch {results.get('batch_size', 50)}, seed {_seed(results)}"])
             truth = ", ".join(f"{v:g}" for v in r["truth"])
             if "failed" in r:
                 rows.append(f"| {r['method']} | {settings} | {truth} | failed: {r['failed'][:60]}… |" + " |" * 7)
@@ -138,11 +143,14 @@ def markdown_table(paths: list[str]) -> str:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="benchmarks/results/paper")
-    parser.add_argument("--methods", nargs="+", default=["NPE_B", "NPE_A", "NPE_C"])
+    parser.add_argument("--methods", nargs="+", default=[InferenceConfig.method],
+                        help="sequential NPE variants (default: the package's, %(default)s)")
     parser.add_argument("--truths", nargs="+", type=int, default=[0, 1, 2, 3])
+    parser.add_argument("--components", type=int, default=None,
+                        help="mixture components of the MDN (default: 1 with NPE_A, else the package's)")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--simulations", type=int, default=250)
-    parser.add_argument("--embedding", default="mlp", choices=sorted(EMBEDDING_NAMES))
+    parser.add_argument("--embedding", default=InferenceConfig.embedding, choices=sorted(EMBEDDING_NAMES))
     parser.add_argument("--embedding-kwargs", default="{}", metavar="JSON",
                         help='arguments of the embedding net, e.g. \'{"octants": true}\'')
     parser.add_argument("--log-space", action="store_true", help="train on (log D, log rho, u_T1, u_T2)")
@@ -152,8 +160,8 @@ def main(argv=None) -> dict:
                         help="most epochs per round (default %(default)s)")
     parser.add_argument("--batch-size", type=int, default=InferenceConfig.training_batch_size,
                         help="training batch size (default %(default)s)")
-    parser.add_argument("--augment", type=int, default=1,
-                        help="training pairs per solve, thresholds redrawn (TSNPE only; default 1)")
+    parser.add_argument("--augment", type=int, default=None,
+                        help="training pairs per solve, thresholds redrawn (TSNPE only; default: the package's)")
     parser.add_argument("--roi-mm", type=float, default=64.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
