@@ -29,7 +29,7 @@ _EXPORTS = {
     "embedding": ["LabelMapCNN3d", "PaperMLPEmbedding", "RadialProfileEmbedding", "make_embedding"],
     "config": ["InferenceConfig"],
     "inference": ["InferenceResult", "load_posterior", "run_sequential_npe", "save_result"],
-    "posteriors": ["FeaturePosterior", "LogRatesPosterior"],
+    "posteriors": ["FeaturePosterior", "LogRatesPosterior", "ReparametrizedPosterior", "UnitBoxPosterior"],
     "diagnostics": ["Calibration", "calibrate"],
     "likelihood": ["BernoulliLikelihood"],
     "tmcmc": ["TMCMCResult", "tmcmc"],
@@ -59,7 +59,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from
     from .embedding import LabelMapCNN3d, PaperMLPEmbedding, RadialProfileEmbedding, make_embedding  # noqa: F401
     from .config import InferenceConfig  # noqa: F401
     from .inference import InferenceResult, load_posterior, run_sequential_npe, save_result  # noqa: F401
-    from .posteriors import FeaturePosterior, LogRatesPosterior  # noqa: F401
+    from .posteriors import FeaturePosterior, LogRatesPosterior, ReparametrizedPosterior, UnitBoxPosterior  # noqa: F401
     from .likelihood import BernoulliLikelihood  # noqa: F401
     from .observation import best_threshold, dice, label_map, masks_to_labels  # noqa: F401
     from .one_scan import OneScanPrior, OneScanSimulator, one_scan_prior  # noqa: F401

@@ -264,6 +264,9 @@ class InferenceConfig:
         check_counts(self, "num_rounds num_components hidden_features max_num_epochs stop_after_epochs "
                            "training_batch_size num_posterior_samples simulation_batch_size num_workers")
         check_counts(self, "num_simulations", minimum=2)
+        if self.method == "NPE_A" and self.density_estimator != "mdn":
+            raise ValueError(f"NPE_A corrects a Gaussian mixture analytically: density_estimator must be 'mdn', got "
+                             f"{self.density_estimator!r} (CLI: --density-estimator).")
         check_positive(self, "learning_rate")
         if not self.proposal_widening >= 1:
             raise ValueError(f"proposal_widening must be >= 1 (a proposal as wide as the posterior or wider), got "

@@ -333,7 +333,11 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
     with explained_failures(config.method, config.num_rounds), quiet(progress):
         samples = posterior.sample((config.num_posterior_samples,), x=x_o, show_progress_bars=False)
         posterior.set_default_x(x_o)  # sbi 0.27's map() no longer takes x
-        map_ = posterior.map(show_progress_bars=False, num_init_samples=500, num_iter=200)
+        if config.method == "NPE_A":
+            # sbi's map() climbs the network's uncorrected fit; the corrected density is log_prob.
+            map_ = samples[posterior.log_prob(samples, x=x_o).argmax()]
+        else:
+            map_ = posterior.map(show_progress_bars=False, num_init_samples=500, num_iter=200)
     samples, map_ = to_theta(samples), to_theta(map_)
     for view in views:
         posterior = view(posterior)
@@ -496,12 +500,24 @@ class WidenedMixture(Distribution):
     def default_x(self) -> torch.Tensor:
         return self.posterior.default_x
 
+    #: Components kept (the heaviest): the corrected posterior has as many components as the
+    #: network times the proposal, so without a cap they multiply every round (5 components, 4
+    #: rounds: 625), and each pair must pass the correction. Sampling and correction use the same
+    #: pruned mixture, so pruning is exact.
+    MAX_COMPONENTS = 8
+    #: Components lighter than this fraction of the heaviest are dropped.
+    MIN_WEIGHT = 1e-3
+
     def get_mog_params(self, x: torch.Tensor):
         """The widened mixture (sbi's ``MoG``), what sbi's NPE_A reads from a proposal."""
         from sbi.neural_nets.estimators import MoG
 
         mog = self.posterior.get_mog_params(x)
-        return MoG(mog.logits, mog.means, mog.precisions / self.widening**2)
+        logits = mog.logits[0]
+        keep = logits.argsort(descending=True)[:self.MAX_COMPONENTS]
+        keep = keep[logits[keep] >= logits.max() + math.log(self.MIN_WEIGHT)]
+        return MoG(mog.logits[:, keep].detach(), mog.means[:, keep].detach(),
+                   mog.precisions[:, keep].detach() / self.widening**2)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         """The untruncated mixture's log density (what NPE_A's correction divides by)."""

@@ -151,3 +151,8 @@ class UnitBoxPosterior(ReparametrizedPosterior):
 
     def log_det(self, theta: torch.Tensor) -> torch.Tensor:
         return -self.width.log().sum().expand(theta.shape[:-1])
+
+    def sample_batched(self, sample_shape, x: torch.Tensor, **kwargs) -> torch.Tensor:
+        """One ``sample`` per x, stacked as sbi's ``(*sample_shape, len(x), d)``: sbi's NPE_A
+        posterior corrects ``sample`` but its batched sampling draws the uncorrected network."""
+        return torch.stack([self.sample(sample_shape, x=xi[None], **kwargs) for xi in x], dim=-2)

@@ -199,6 +199,8 @@ def test_bad_config_is_rejected():
         InferenceConfig(method="SNLE")
     with pytest.raises(ValueError, match=r"density_estimator must be one of \['mdn', 'nsf', 'maf'\], got 'flow'"):
         InferenceConfig(density_estimator="flow")
+    with pytest.raises(ValueError, match="NPE_A corrects a Gaussian mixture analytically: density_estimator must be 'mdn'"):
+        InferenceConfig(method="NPE_A", density_estimator="nsf")
     with pytest.raises(ValueError, match="proposal_widening must be >= 1"):
         InferenceConfig(method="NPE_A", proposal_widening=0.5)
     with pytest.raises(ValueError, match="truncation_quantile must be in"):
@@ -220,6 +222,9 @@ def test_npe_a_with_a_mixture_completes_four_rounds_inside_the_prior(problem):
     theta = result.samples[:5]
     expected = posterior.posterior.log_prob((theta - low) / (high - low), x=x_o) - (high - low).log().sum()
     torch.testing.assert_close(posterior.log_prob(theta, x=x_o), expected)
+    # batched sampling (sbi's diagnostics) goes through the corrected sample(), in theta
+    batched = posterior.sample_batched((5,), x=torch.cat([x_o, x_o]), show_progress_bars=False)
+    assert batched.shape == (5, 2, 4) and ((batched >= low) & (batched <= high)).all()
 
 
 def test_a_flow_takes_the_mixtures_place(problem):
@@ -259,6 +264,24 @@ def test_widened_mixture_is_the_posterior_widened_and_kept_inside_the_cube():
     assert abs((draws[:, 0] > 0.5).float().mean() - weight) < 0.01
     # the first dimension: components 0.4 apart, sd 0.1 each (twice the posterior's 0.05)
     assert abs(draws[:, 0].std() - (0.1**2 + weight * (1 - weight) * 0.4**2) ** 0.5) < 0.003
+
+
+def test_widened_mixture_keeps_the_heaviest_components():
+    from sbi.neural_nets.estimators import MoG
+
+    from sbi_tumor.inference import WidenedMixture
+
+    class Many(MixturePosterior):
+        def __init__(self, heavy):  # 12 components, the light ones 1e-4 of the heaviest's weight
+            self.logits = torch.tensor([[0.0] * heavy + [-9.3] * (12 - heavy)]) - torch.arange(12) * 0.01
+
+        def get_mog_params(self, x):
+            return MoG(self.logits, torch.full((1, 12, 2), 0.5), (torch.eye(2) / 0.05**2).expand(1, 12, 2, 2))
+
+    assert WidenedMixture.MAX_COMPONENTS == 8
+    for heavy, kept in ((10, 8), (6, 6)):  # capped at 8; light ones dropped
+        mog = WidenedMixture(Many(heavy), widening=2.0).get_mog_params(None)
+        torch.testing.assert_close(mog.logits[0], -torch.arange(kept) * 0.01)
 
 
 def test_npe_a_correction_failure_becomes_an_actionable_error():
