@@ -198,9 +198,9 @@ class InferenceConfig:
             default), ``"nsf"`` (neural spline flow) or ``"maf"`` (masked autoregressive flow);
             ``NPE_A`` always uses its own MDN.
         num_components: mixture components of the MDN.
-        proposal_widening: with ``NPE_A``, each later round's proposal is the posterior with its
-            mixture components' standard deviations multiplied by this, which keeps NPE_A's
-            analytic correction valid (``WidenedMixture`` in ``sbi_tumor.inference``).
+        proposal_widening: with ``NPE_A``, each later round's proposal is a Gaussian with the
+            posterior's mean and covariance, its standard deviations multiplied by this, which
+            keeps NPE_A's analytic correction valid (``WidenedGaussian`` in ``sbi_tumor.inference``).
         hidden_features: width of the density estimator's hidden layers.
         embedding: ``"radial"`` (radial label profiles around the seed, then an MLP; the default),
             ``"cnn"`` (3D CNN on one-hot label maps) or ``"mlp"`` (the paper's network).

@@ -5,7 +5,7 @@ Round 1 samples the prior; every later round samples the current posterior at th
 ``NPE_B`` trains a mixture-density network with the importance-weighted loss prior/proposal of
 Lueckmann et al. 2017 (the paper's eq. 3); ``NPE_A`` fits a Gaussian-mixture proposal posterior
 and corrects it analytically (on the prior's box mapped onto the unit cube, each later round drawn
-from the posterior widened by ``proposal_widening``: see ``WidenedMixture``); ``NPE_C`` is APT
+from the posterior widened by ``proposal_widening``: see ``WidenedGaussian``); ``NPE_C`` is APT
 (atomic proposals). ``TSNPE`` (Deistler et al. 2022; the default) samples later rounds from the
 prior truncated to the current posterior's highest-density region (mass
 ``1 - truncation_quantile``) and trains with the plain first-round NPE loss, which stays exact on
@@ -45,7 +45,7 @@ from .one_scan import OneScanPrior
 from .prior import LogUniformBox, _LogRatesPrior, log_rates_prior
 from . import parallel
 
-__all__ = ["InferenceResult", "ObservedManyTimes", "WidenedMixture", "parameter_pairs",
+__all__ = ["InferenceResult", "ObservedManyTimes", "WidenedGaussian", "parameter_pairs",
            "run_sequential_npe", "simulate_round"]
 
 @dataclass
@@ -253,7 +253,7 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
     views: list[Callable[[Any], Any]] = [LogRatesPosterior] if config.log_space else []
     if config.method == "NPE_A":
         # NPE_A learns the prior's box mapped onto the unit cube: its mixtures then live in the
-        # coordinates its proposals are drawn in (see WidenedMixture).
+        # coordinates its proposals are drawn in (see WidenedGaussian).
         if not isinstance(prior, BoxUniform):
             raise ValueError(f"NPE_A needs a prior uniform on a box (its analytic correction), got "
                              f"{type(prior).__name__}: use make_prior(...) without log_uniform, or another method.")
@@ -317,7 +317,7 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
             if truncated:
                 proposal, region = _truncated_prior(prior, posterior, config.truncation_quantile)
             elif config.method == "NPE_A":
-                proposal = WidenedMixture(posterior, config.proposal_widening)
+                proposal = WidenedGaussian(posterior, config.proposal_widening)
             else:
                 proposal = posterior
         t_train += time.perf_counter() - t0
@@ -474,61 +474,58 @@ class BoxedRegion:
         raise RuntimeError(f"Fewer than {n} draws of the prior fell in the truncated region; raise truncation_quantile.")
 
 
-class WidenedMixture(Distribution):
-    """NPE_A's proposal for the next round: the posterior's Gaussian mixture at ``x_o`` with each
-    component's standard deviations multiplied by ``widening``, restricted to the unit cube (the
-    prior's support in the coordinates NPE_A learns).
+class WidenedGaussian(Distribution):
+    """NPE_A's proposal for the next round: one Gaussian with the mean and covariance of the
+    posterior's mixture at ``x_o``, its standard deviations multiplied by ``widening``, restricted
+    to the unit cube (the prior's support in the coordinates NPE_A learns).
 
-    Why wider: NPE_A corrects its network's fit analytically, precision of the posterior =
-    precision of the fit - precision of the proposal, which is positive definite only while the
-    fit is narrower than the proposal in every direction. With the last posterior itself as the
-    proposal that margin is zero, and a fit a little too wide in one direction ends the run
-    ("covariance not positive definite"; rounds 3-4 on two of three paper truths with sbi's
-    default). A proposal ``widening`` times wider keeps the margin, at the price of simulations
-    spent further from the posterior. The correction divides by the untruncated mixture: the
-    restriction to the cube changes it by a constant there, and the prior is 0 outside.
+    Why one Gaussian: the correction posterior = fit x prior / proposal is a Gaussian mixture
+    again only when the proposal is a single Gaussian (Papamakarios and Murray 2016 propose with
+    one); sbi 0.27 also takes the posterior's whole mixture, pairing every component of the fit
+    with every component of the proposal, so the components multiply each round and each pair must
+    pass the correction. Why wider: the correction's precision, fit - proposal, is positive
+    definite only while the fit is narrower than the proposal in every direction; with the last
+    posterior itself as the proposal that margin is zero ("covariance not positive definite" in
+    rounds 3-4 on two of three paper truths with sbi's default). The correction divides by the
+    untruncated Gaussian: restricting it to the cube changes it by a constant there, and the prior
+    is 0 outside.
     """
 
     arg_constraints: dict = {}
 
     def __init__(self, posterior: Any, widening: float):
         self.posterior, self.widening = posterior, widening
-        dim = self.get_mog_params(posterior.default_x).dim
-        super().__init__(event_shape=torch.Size([dim]), validate_args=False)
+        self.mog = self.get_mog_params(posterior.default_x)
+        super().__init__(event_shape=torch.Size([self.mog.dim]), validate_args=False)
 
     @property
     def default_x(self) -> torch.Tensor:
         return self.posterior.default_x
 
-    #: Components kept (the heaviest): the corrected posterior has as many components as the
-    #: network times the proposal, so without a cap they multiply every round (5 components, 4
-    #: rounds: 625), and each pair must pass the correction. Sampling and correction use the same
-    #: pruned mixture, so pruning is exact.
-    MAX_COMPONENTS = 8
-    #: Components lighter than this fraction of the heaviest are dropped.
-    MIN_WEIGHT = 1e-3
-
     def get_mog_params(self, x: torch.Tensor):
-        """The widened mixture (sbi's ``MoG``), what sbi's NPE_A reads from a proposal."""
+        """The widened Gaussian as a one-component ``MoG``, what sbi's NPE_A reads from a proposal."""
         from sbi.neural_nets.estimators import MoG
 
         mog = self.posterior.get_mog_params(x)
-        logits = mog.logits[0]
-        keep = logits.argsort(descending=True)[:self.MAX_COMPONENTS]
-        keep = keep[logits[keep] >= logits.max() + math.log(self.MIN_WEIGHT)]
-        return MoG(mog.logits[:, keep].detach(), mog.means[:, keep].detach(),
-                   mog.precisions[:, keep].detach() / self.widening**2)
+        weights = torch.softmax(mog.logits[0].detach().double(), 0)
+        means = mog.means[0].detach().double()
+        mean = weights @ means
+        offsets = means - mean
+        covariance = torch.einsum("k,kij->ij", weights, torch.linalg.inv(mog.precisions[0].detach().double())
+                                  + offsets[:, :, None] * offsets[:, None, :])
+        precision = torch.linalg.inv(covariance * self.widening**2)
+        precision = (precision + precision.T) / 2
+        return MoG(torch.zeros(1, 1), mean[None, None].float(), precision[None, None].float())
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        """The untruncated mixture's log density (what NPE_A's correction divides by)."""
-        return self.get_mog_params(self.default_x).log_prob(value)
+        """The untruncated Gaussian's log density (what NPE_A's correction divides by)."""
+        return self.mog.log_prob(value)
 
     def sample(self, sample_shape=torch.Size(), batch: int = 10_000, tries: int = 1000, **_: Any) -> torch.Tensor:
         n = int(torch.Size(sample_shape).numel())
-        mog = self.get_mog_params(self.default_x)
         kept, count = [], 0
         for _ in range(tries):
-            draws = mog.sample(torch.Size([batch]))[:, 0].detach()
+            draws = self.mog.sample(torch.Size([batch]))[:, 0].detach()
             draws = draws[((draws >= 0) & (draws <= 1)).all(dim=1)]
             kept.append(draws)
             count += len(draws)

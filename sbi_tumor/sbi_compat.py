@@ -55,7 +55,7 @@ def quiet(progress: bool) -> Iterator[None]:
 #: sbi's warning when training stops at ``max_num_epochs`` before early stopping.
 EPOCH_CAP_WARNING = "Maximum number of epochs"
 #: sbi's warning for a proposal that is neither the prior nor an sbi posterior (NPE_A's widened
-#: mixture, ``sbi_tumor.inference.WidenedMixture``, is one on purpose).
+#: Gaussian, ``sbi_tumor.inference.WidenedGaussian``, is one on purpose).
 FOREIGN_PROPOSAL_WARNING = "The proposal you passed is neither the prior"
 #: sbi's warning for constant dimensions of x (label maps have many constant voxels; x is not
 #: z-scored here, z_score_x="none", so the warning does not apply).

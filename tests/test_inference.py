@@ -248,40 +248,24 @@ class MixturePosterior:
         return MoG(torch.zeros(1, 2), torch.tensor([[[0.3, 0.5], [0.7, 0.02]]]), precision.expand(1, 2, 2, 2))
 
 
-def test_widened_mixture_is_the_posterior_widened_and_kept_inside_the_cube():
-    from sbi_tumor.inference import WidenedMixture
+def test_widened_gaussian_has_the_mixtures_moments_widened_and_stays_inside_the_cube():
+    from sbi_tumor.inference import WidenedGaussian
 
     posterior = MixturePosterior()
-    proposal = WidenedMixture(posterior, widening=2.0)
+    proposal = WidenedGaussian(posterior, widening=2.0)
     assert proposal.event_shape == (2,)
-    torch.testing.assert_close(proposal.get_mog_params(posterior.default_x).precisions,
-                               posterior.get_mog_params(None).precisions / 4)
+    mog = proposal.get_mog_params(posterior.default_x)
+    assert mog.num_components == 1
+    # equal weights of N((0.3, 0.5), 0.05^2 I) and N((0.7, 0.02), 0.05^2 I): mean (0.5, 0.26); the
+    # means' offsets (-0.2, 0.24) and (0.2, -0.24) add their outer product; then times 2^2
+    covariance = 4 * torch.tensor([[0.0025 + 0.04, -0.048], [-0.048, 0.0025 + 0.0576]])
+    torch.testing.assert_close(mog.means[0, 0], torch.tensor([0.5, 0.26]))
+    torch.testing.assert_close(torch.linalg.inv(mog.precisions[0, 0]), covariance, rtol=1e-4, atol=1e-6)
     torch.manual_seed(0)
     draws = proposal.sample((20_000,))
     assert draws.shape == (20_000, 2) and ((draws >= 0) & (draws <= 1)).all()
-    # the second component lies 0.02 (0.2 sd) from the edge: its draws below 0, 42%, are rejected
-    weight = 0.58 / 1.58
-    assert abs((draws[:, 0] > 0.5).float().mean() - weight) < 0.01
-    # the first dimension: components 0.4 apart, sd 0.1 each (twice the posterior's 0.05)
-    assert abs(draws[:, 0].std() - (0.1**2 + weight * (1 - weight) * 0.4**2) ** 0.5) < 0.003
-
-
-def test_widened_mixture_keeps_the_heaviest_components():
-    from sbi.neural_nets.estimators import MoG
-
-    from sbi_tumor.inference import WidenedMixture
-
-    class Many(MixturePosterior):
-        def __init__(self, heavy):  # 12 components, the light ones 1e-4 of the heaviest's weight
-            self.logits = torch.tensor([[0.0] * heavy + [-9.3] * (12 - heavy)]) - torch.arange(12) * 0.01
-
-        def get_mog_params(self, x):
-            return MoG(self.logits, torch.full((1, 12, 2), 0.5), (torch.eye(2) / 0.05**2).expand(1, 12, 2, 2))
-
-    assert WidenedMixture.MAX_COMPONENTS == 8
-    for heavy, kept in ((10, 8), (6, 6)):  # capped at 8; light ones dropped
-        mog = WidenedMixture(Many(heavy), widening=2.0).get_mog_params(None)
-        torch.testing.assert_close(mog.logits[0], -torch.arange(kept) * 0.01)
+    # dim 0 (sd 0.41 around 0.5) is cut at 0 and 1: restricted to the cube, its sd is smaller
+    assert draws[:, 0].std() < 0.8 * covariance[0, 0].sqrt()
 
 
 def test_npe_a_correction_failure_becomes_an_actionable_error():
