@@ -268,6 +268,23 @@ def test_widened_gaussian_has_the_mixtures_moments_widened_and_stays_inside_the_
     assert draws[:, 0].std() < 0.8 * covariance[0, 0].sqrt()
 
 
+def test_npe_a_posterior_outside_the_prior_fails_at_once():
+    from sbi.neural_nets.estimators import MoG
+
+    from sbi_tumor.inference import MIN_MASS_INSIDE, _check_inside_prior
+
+    class Outside(MixturePosterior):  # weight 1e-4 inside the cube, the rest at 1.5 (outside)
+        def get_mog_params(self, x):
+            logits = torch.tensor([[1e-4, 1 - 1e-4]]).log()
+            means = torch.tensor([[[0.5, 0.5], [1.5, 1.5]]])
+            return MoG(logits, means, (torch.eye(2) / 0.05**2).expand(1, 2, 2, 2))
+
+    assert MIN_MASS_INSIDE == 1e-3
+    _check_inside_prior(MixturePosterior(), 3)  # 42% of one component's mass outside: passes
+    with pytest.raises(RuntimeError, match=r"NPE_A failed in round 3: .* puts \S+ of its mass inside the prior"):
+        _check_inside_prior(Outside(), 3)
+
+
 def test_npe_a_correction_failure_becomes_an_actionable_error():
     with pytest.raises(RuntimeError, match="NPE_A failed in round 3.*Raise proposal_widening"):
         with explained_failures("NPE_A", 3):
