@@ -70,6 +70,7 @@ CONFIGS = {
     "default-batch500": dict(training_batch_size=500, learning_rate=2e-3),
     "default-no-octants": dict(embedding_kwargs={"octants": False}),
     "default-aug1": dict(augment=1),
+    "default-nsf": dict(density_estimator="nsf"),
 }
 
 

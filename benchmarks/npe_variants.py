@@ -57,12 +57,15 @@ def run_seed(reference_dir: Path, seed: int, variant: dict) -> dict:
         # the seed the benchmark gives NPE at its largest budget
         run = run_npe(problem, budget, config, seed=config.seed + len(config.budgets))
     samples = run["samples"]
+    # TMCMC with the recorded factor times the recorded NPE budget (a variant may change the budget)
+    recorded_budget = recorded["config"]["budgets"][-1]
     factor = recorded["config"]["tmcmc_factor"]
-    tmcmc = next(r for r in recorded["runs"] if r["method"] == "TMCMC" and r["budget"] == factor * budget)
+    tmcmc = next(r for r in recorded["runs"] if r["method"] == "TMCMC" and r["budget"] == factor * recorded_budget)
     ref_mean, ref_std = reference.mean(0), reference.std(0)
     return {"seed": seed, "budget": budget, "config": asdict(config),
             "c2st": c2st_score(samples, reference, config.c2st_samples, config.seed),
-            "recorded_npe_c2st": next(r["c2st"] for r in recorded["runs"] if r["method"] == "NPE" and r["budget"] == budget),
+            "recorded_npe_c2st": next(r["c2st"] for r in recorded["runs"]
+                                      if r["method"] == "NPE" and r["budget"] == recorded_budget),
             "tmcmc_10x_c2st": tmcmc["c2st"],
             "std_ratio": dict(zip(PARAMETER_NAMES, (samples.std(0) / ref_std).tolist())),
             "mean_offset_sd": dict(zip(PARAMETER_NAMES, ((samples.mean(0) - ref_mean) / ref_std).tolist())),
