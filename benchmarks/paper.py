@@ -198,7 +198,9 @@ def main(argv=None) -> dict:
                 r = run(TRUTHS[t], method, args, simulator, out)
                 r["targets"] = targets(r)
             except RuntimeError as err:  # e.g. NPE_A's proposal correction: a result, not a crash
-                r = {"method": method, "truth": list(TRUTHS[t]), "failed": str(err)}
+                r = {"method": method, "truth": list(TRUTHS[t]), "failed": str(err),
+                     "num_components": args.components or (1 if method == "NPE_A" else InferenceConfig.num_components),
+                     **({"proposal_widening": args.proposal_widening} if method == "NPE_A" else {})}
             results["runs"].append(r)
             # Written after every run so that an interrupted benchmark keeps what it finished.
             (out / "results.json").write_text(json.dumps(results, indent=2))

@@ -557,7 +557,7 @@ def _check_inside_prior(posterior: Any, round_: int, draws: int = 20_000) -> Non
         raise RuntimeError(
             f"NPE_A failed in round {round_}: its analytically corrected posterior puts {inside:.1e} of its mass "
             "inside the prior (its correction extrapolated the network's fit beyond the prior's box). Use "
-            "method='TSNPE' (the default), 'NPE_B' or 'NPE_C', or fewer rounds.")
+            "num_components=1 (CLI: --components 1), or method='TSNPE' (the default), 'NPE_B' or 'NPE_C'.")
 
 
 def _round_summary(summary: dict, round_: int, previous: list[dict]) -> dict:
