@@ -132,7 +132,7 @@ def _inference_config(args: argparse.Namespace):
                            embedding_kwargs={"hidden": args.mlp_hidden} if args.embedding == "mlp" else {},
                            num_workers=args.workers, client=args.scheduler, log_space=args.log_space,
                            augment=args.augment, density_estimator=args.density_estimator,
-                           num_components=args.components)
+                           num_components=args.components, ensemble_size=args.ensemble)
 
 
 def _segmentations(args: argparse.Namespace) -> tuple[str, str | None]:
@@ -296,6 +296,9 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
                             "NPE_A always uses its mixture")
     group.add_argument("--components", type=COUNT, default=defaults.num_components,
                        help="mixture components of the mdn (and of NPE_A)")
+    group.add_argument("--ensemble", type=number(int, 1, high=21, strict=False), default=defaults.ensemble_size,
+                       help="density estimators trained on the same simulations and averaged (not with NPE_A); "
+                            "the training time grows with it")
     group.add_argument("--mlp-hidden", type=COUNT, default=100,
                        help="tanh units of the mlp embedding (default 100, the paper's)")
     group.add_argument("--log-space", action="store_true",

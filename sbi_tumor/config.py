@@ -198,6 +198,9 @@ class InferenceConfig:
             default), ``"nsf"`` (neural spline flow) or ``"maf"`` (masked autoregressive flow);
             ``NPE_A`` always uses its own MDN.
         num_components: mixture components of the MDN.
+        ensemble_size: density estimators trained on the same simulations, each from its own
+            initial weights and validation split, and averaged (sbi's ``EnsemblePosterior``);
+            the training time grows with it. Not with ``NPE_A``.
         proposal_widening: with ``NPE_A``, each later round's proposal is a Gaussian with the
             posterior's mean and covariance, its standard deviations multiplied by this, which
             keeps NPE_A's analytic correction valid (``WidenedGaussian`` in ``sbi_tumor.inference``).
@@ -238,6 +241,7 @@ class InferenceConfig:
     num_simulations: int = 250
     density_estimator: str = "mdn"
     num_components: int = 5
+    ensemble_size: int = 1
     proposal_widening: float = 2.0
     hidden_features: int = 64
     embedding: str = "radial"
@@ -261,9 +265,12 @@ class InferenceConfig:
         if self.density_estimator not in DENSITY_ESTIMATORS:
             raise ValueError(f"density_estimator must be one of {list(DENSITY_ESTIMATORS)}, got "
                              f"{self.density_estimator!r}.")
-        check_counts(self, "num_rounds num_components hidden_features max_num_epochs stop_after_epochs "
+        check_counts(self, "num_rounds num_components hidden_features ensemble_size max_num_epochs stop_after_epochs "
                            "training_batch_size num_posterior_samples simulation_batch_size num_workers")
         check_counts(self, "num_simulations", minimum=2)
+        if self.method == "NPE_A" and self.ensemble_size > 1:
+            raise ValueError("NPE_A corrects one Gaussian mixture analytically: ensemble_size must be 1 with it "
+                             f"(CLI: --ensemble), got {self.ensemble_size}.")
         if self.method == "NPE_A" and self.density_estimator != "mdn":
             raise ValueError(f"NPE_A corrects a Gaussian mixture analytically: density_estimator must be 'mdn', got "
                              f"{self.density_estimator!r} (CLI: --density-estimator).")

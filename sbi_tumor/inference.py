@@ -32,6 +32,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from sbi.inference import EnsemblePosterior
 from sbi.utils import BoxUniform
 from torch.distributions import Distribution
 
@@ -266,10 +267,14 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
             phi = view(None).to_theta(phi)
         return phi
 
-    trainer, embedding = _trainer(prior, x_o, config, progress)
+    # An ensemble is that many trainers on the same simulations, each with its own initial
+    # weights and validation split; their posteriors are averaged (sbi's EnsemblePosterior).
+    trainers = [_trainer(prior, x_o, config, progress) for _ in range(config.ensemble_size)]
+    embedding = trainers[0][1]
     _check_observation(x_o, embedding, simulator)
-    # With fixed features, sbi trains on them; otherwise on the label maps themselves.
-    features = partial(label_map_features, embedding) if _fixed_features(embedding) else None
+    # With fixed features, sbi trains on them; otherwise on the label maps themselves. The
+    # feature map is fixed, the same in every member.
+    features = partial(label_map_features, embedding) if all(_fixed_features(e) for _, e in trainers) else None
     x_train_o = x_o if features is None else features(x_o)
     truncated = config.method == "TSNPE"
     proposal: Any = prior
@@ -299,20 +304,23 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
 
         t0 = time.perf_counter()
         with explained_failures(config.method, r + 1), quiet(progress):
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=CONSTANT_DATA_WARNING)
-                warnings.filterwarnings("ignore", message=FOREIGN_PROPOSAL_WARNING)
-                # TSNPE appends its rounds as sbi's TSNPE tutorial does, without the proposal: its
-                # first-round loss does not use it, and sbi deep-copies the proposal given here
-                # (a RestrictedPrior holding the posterior) once per training batch, which took
-                # 40% of the training time.
-                trainer.append_simulations(theta_pairs, x, proposal=None if truncated else proposal)
-            extra = {"force_first_round_loss": True} if truncated else {}
-            with epoch_cap_rounds(capped, r + 1):
-                trainer.train(max_num_epochs=config.max_num_epochs, stop_after_epochs=config.stop_after_epochs,
-                              training_batch_size=min(config.training_batch_size, len(theta_pairs)),
-                              learning_rate=config.learning_rate, **extra)
-            posterior = trainer.build_posterior()  # no argument: passing the net breaks round 2
+            members = []
+            for trainer, _ in trainers:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=CONSTANT_DATA_WARNING)
+                    warnings.filterwarnings("ignore", message=FOREIGN_PROPOSAL_WARNING)
+                    # TSNPE appends its rounds as sbi's TSNPE tutorial does, without the proposal:
+                    # its first-round loss does not use it, and sbi deep-copies the proposal given
+                    # here (a RestrictedPrior holding the posterior) once per training batch, which
+                    # took 40% of the training time.
+                    trainer.append_simulations(theta_pairs, x, proposal=None if truncated else proposal)
+                extra = {"force_first_round_loss": True} if truncated else {}
+                with epoch_cap_rounds(capped, r + 1):
+                    trainer.train(max_num_epochs=config.max_num_epochs, stop_after_epochs=config.stop_after_epochs,
+                                  training_batch_size=min(config.training_batch_size, len(theta_pairs)),
+                                  learning_rate=config.learning_rate, **extra)
+                members.append(trainer.build_posterior())  # no argument: passing the net breaks round 2
+            posterior = members[0] if len(members) == 1 else EnsemblePosterior(members)
             posterior.set_default_x(x_train_o)
             if truncated:
                 proposal, region = _truncated_prior(prior, posterior, config.truncation_quantile)
@@ -323,7 +331,7 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
                 proposal = posterior
         t_train += time.perf_counter() - t0
         thetas.append(to_theta(theta[:, :dim]))
-        training.append(_round_summary(trainer.summary, r + 1, training))
+        training.append(_round_summary(trainers[0][0].summary, r + 1, training))  # the first member's
 
     if capped:
         warnings.warn(f"Training stopped at max_num_epochs={config.max_num_epochs} before the validation loss "
@@ -333,6 +341,8 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
         posterior = FeaturePosterior(posterior, embedding)
     with explained_failures(config.method, config.num_rounds), quiet(progress):
         samples = posterior.sample((config.num_posterior_samples,), x=x_o, show_progress_bars=False)
+        if config.ensemble_size > 1:  # sbi's ensemble returns its members' samples one after another
+            samples = samples[torch.randperm(len(samples))]
         posterior.set_default_x(x_o)  # sbi 0.27's map() no longer takes x
         if config.method == "NPE_A":
             # sbi's map() climbs the network's uncorrected fit; the corrected density is log_prob.

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -144,7 +146,9 @@ def test_radial_features_are_z_scored_on_the_first_round(problem, method):
     config = quick(method, num_rounds=1, num_simulations=60, max_num_epochs=2, embedding="radial",
                    embedding_kwargs={})
     posterior, _ = run_sequential_npe(sim, prior, x_o, config, progress=False)
-    embedding = posterior.posterior.posterior_estimator.embedding_net
+    while not hasattr(posterior, "posterior_estimator"):  # the sbi posterior inside the views
+        posterior = posterior.posterior
+    embedding = posterior.posterior_estimator.embedding_net
     features = embedding.features(sim(prior.sample((60,))))
     # fitted to the first round's maps: the profile's boundary shells move, empty shells do not
     assert 1e-3 < float(embedding.feature_std.max()) < 1.0 and float(embedding.feature_std.min()) == pytest.approx(1e-3)
@@ -234,6 +238,24 @@ def test_a_flow_takes_the_mixtures_place(problem):
     assert "Flow" in type(posterior.posterior_estimator).__name__
     speed = 2 * result.samples[:, :2].prod(1).sqrt()
     assert speed.std() < 0.8 * (2 * prior.sample((4000,))[:, :2].prod(1).sqrt()).std()
+
+
+def test_an_ensemble_averages_members_trained_on_the_same_simulations(problem):
+    from sbi.inference import EnsemblePosterior
+
+    sim, prior, x_o = problem
+    config = quick("TSNPE", ensemble_size=2, num_simulations=60, max_num_epochs=15)
+    posterior, result = run_sequential_npe(sim, prior, x_o, config, progress=False)
+    assert isinstance(posterior, EnsemblePosterior) and len(posterior.posteriors) == 2
+    theta = result.samples[:20]
+    members = torch.stack([p.log_prob(theta, x=x_o) for p in posterior.posteriors])
+    assert (members[0] - members[1]).abs().max() > 0.01  # two different networks
+    torch.testing.assert_close(posterior.log_prob(theta, x=x_o), members.logsumexp(0) - math.log(2))
+    # the samples are mixed: the first half is not one member's (the members' log densities differ)
+    first = (members[0] > members[1]).float().mean()
+    assert 0.15 < first < 0.85
+    with pytest.raises(ValueError, match="ensemble_size must be 1 with it"):
+        InferenceConfig(method="NPE_A", ensemble_size=3)
 
 
 class MixturePosterior:
