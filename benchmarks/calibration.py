@@ -49,8 +49,8 @@ def amortised(args, simulator, prior, out: Path) -> dict:
     from sbi_tumor.diagnostics import rank_plot, tarp_plot
 
     x_o = simulator(torch.tensor([CASES[args.case][1]]))  # any x: round 1 does not depend on it
-    config = InferenceConfig(**{"num_rounds": 1, "num_simulations": args.simulations, "augment": args.augment,
-                                "seed": args.seed, **args.settings})
+    config = InferenceConfig(**{"num_simulations": args.simulations, "augment": args.augment, "seed": args.seed,
+                                **args.settings, "num_rounds": 1})  # amortised: the first round alone
     t0 = time.perf_counter()
     posterior, result = run_sequential_npe(simulator, prior, x_o, config, progress=not args.quiet)
     theta, x = held_out_pairs(simulator, prior, args.pairs, seed=args.seed + 1000)

@@ -55,8 +55,7 @@ def run(truth, method: str, args, simulator: TumorSimulator, out: Path) -> dict:
     x_o = simulator(theta_true)
     config = InferenceConfig(method=method, num_rounds=args.rounds, num_simulations=args.simulations,
                              embedding=args.embedding, embedding_kwargs=json.loads(args.embedding_kwargs),
-                             num_components=args.components or (1 if method == "NPE_A" else
-                                                                 InferenceConfig.num_components),
+                             num_components=args.components,
                              log_space=args.log_space,
                              stop_after_epochs=args.stop_after_epochs, max_num_epochs=args.max_epochs,
                              training_batch_size=args.batch_size, augment=args.augment,
@@ -150,7 +149,7 @@ def main(argv=None) -> dict:
                         help="sequential NPE variants (default: the package's, %(default)s)")
     parser.add_argument("--truths", nargs="+", type=int, default=[0, 1, 2, 3])
     parser.add_argument("--components", type=int, default=None,
-                        help="mixture components of the MDN (default: 1 with NPE_A, else the package's)")
+                        help="mixture components of the MDN (default: the package's, 1 with NPE_A)")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--simulations", type=int, default=250)
     parser.add_argument("--embedding", default=InferenceConfig.embedding, choices=sorted(EMBEDDING_NAMES))
@@ -199,7 +198,9 @@ def main(argv=None) -> dict:
                 r["targets"] = targets(r)
             except RuntimeError as err:  # e.g. NPE_A's proposal correction: a result, not a crash
                 r = {"method": method, "truth": list(TRUTHS[t]), "failed": str(err),
-                     "num_components": args.components or (1 if method == "NPE_A" else InferenceConfig.num_components),
+                     **{k: getattr(InferenceConfig(method=method, num_components=args.components,
+                                                   augment=args.augment), k)
+                        for k in ("augment", "num_components")},
                      **({"proposal_widening": args.proposal_widening} if method == "NPE_A" else {})}
             results["runs"].append(r)
             # Written after every run so that an interrupted benchmark keeps what it finished.

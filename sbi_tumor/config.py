@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, get_args
 
-__all__ = ["DEFAULT_AUGMENT", "DENSITY_ESTIMATORS", "EMBEDDING_NAMES", "GREY_MATTER_RATIO", "SUMMARY_QUANTILES", "SYNTHETIC_SEED_MM", "INFILTRATION_LEVELS", "MAX_DAY", "MAX_STEPS", "InferenceConfig", "METHODS", "Method", "PARAMETER_LABELS",
+__all__ = ["DEFAULT_AUGMENT", "DEFAULT_COMPONENTS", "DENSITY_ESTIMATORS", "EMBEDDING_NAMES", "GREY_MATTER_RATIO", "SUMMARY_QUANTILES", "SYNTHETIC_SEED_MM", "INFILTRATION_LEVELS", "MAX_DAY", "MAX_STEPS", "InferenceConfig", "METHODS", "Method", "PARAMETER_LABELS",
            "PARAMETER_NAMES", "PRESETS", "ONE_SCAN_NAMES", "ONE_SCAN_LABELS", "CSV_COLUMNS", "parameter_names", "parameter_labels", "INFILTRATION_LENGTH_MM", "FRONT_RADIUS_MM", "PriorPreset", "SEED_SIGMA_MM"]
 
 def check_counts(settings: Any, names: str, minimum: int = 1) -> None:
@@ -177,6 +177,8 @@ DENSITY_ESTIMATORS: tuple[str, ...] = ("mdn", "nsf", "maf")
 
 #: Training pairs per solve with TSNPE when ``augment`` is not given (``benchmarks/defaults.py``).
 DEFAULT_AUGMENT = 10
+#: Mixture components of the MDN, except NPE_A's: one (with two it failed on every paper truth).
+DEFAULT_COMPONENTS = 5
 
 
 @dataclass
@@ -196,11 +198,13 @@ class InferenceConfig:
         num_simulations: forward simulations per round.
         density_estimator: sbi's density estimator, ``"mdn"`` (mixture of Gaussians, the
             default), ``"nsf"`` (neural spline flow) or ``"maf"`` (masked autoregressive flow);
-            ``NPE_A`` always uses its own MDN.
-        num_components: mixture components of the MDN.
+            ``NPE_A`` needs ``"mdn"`` (its correction is analytic).
+        num_components: mixture components of the MDN; ``None`` (the default) means
+            ``DEFAULT_COMPONENTS`` (5), and 1 with ``NPE_A`` (with 2 it failed on all four paper
+            truths: docs, Benchmarks).
         ensemble_size: density estimators trained on the same simulations, each from its own
             initial weights and validation split, and averaged (sbi's ``EnsemblePosterior``);
-            the training time grows with it. Not with ``NPE_A``.
+            the training time grows with it. ``TSNPE`` only.
         proposal_widening: with ``NPE_A``, each later round's proposal is a Gaussian with the
             posterior's mean and covariance, its standard deviations multiplied by this, which
             keeps NPE_A's analytic correction valid (``WidenedGaussian`` in ``sbi_tumor.inference``).
@@ -240,7 +244,7 @@ class InferenceConfig:
     num_rounds: int = 4
     num_simulations: int = 250
     density_estimator: str = "mdn"
-    num_components: int = 5
+    num_components: int | None = None
     ensemble_size: int = 1
     proposal_widening: float = 2.0
     hidden_features: int = 64
@@ -265,12 +269,16 @@ class InferenceConfig:
         if self.density_estimator not in DENSITY_ESTIMATORS:
             raise ValueError(f"density_estimator must be one of {list(DENSITY_ESTIMATORS)}, got "
                              f"{self.density_estimator!r}.")
+        if self.num_components is None:
+            self.num_components = 1 if self.method == "NPE_A" else DEFAULT_COMPONENTS
         check_counts(self, "num_rounds num_components hidden_features ensemble_size max_num_epochs stop_after_epochs "
                            "training_batch_size num_posterior_samples simulation_batch_size num_workers")
         check_counts(self, "num_simulations", minimum=2)
-        if self.method == "NPE_A" and self.ensemble_size > 1:
-            raise ValueError("NPE_A corrects one Gaussian mixture analytically: ensemble_size must be 1 with it "
-                             f"(CLI: --ensemble), got {self.ensemble_size}.")
+        if self.method != "TSNPE" and self.ensemble_size > 1:
+            # NPE_A corrects one mixture analytically; NPE_C's loss changes with a proposal that is
+            # not one mixture-density posterior, and NPE_B weights by its density.
+            raise ValueError(f"ensemble_size must be 1 with {self.method!r} (an ensemble needs method='TSNPE', whose "
+                             f"loss ignores the proposal; CLI: --ensemble, --method), got {self.ensemble_size}.")
         if self.method == "NPE_A" and self.density_estimator != "mdn":
             raise ValueError(f"NPE_A corrects a Gaussian mixture analytically: density_estimator must be 'mdn', got "
                              f"{self.density_estimator!r} (CLI: --density-estimator).")

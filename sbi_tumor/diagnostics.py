@@ -136,8 +136,7 @@ def calibrate(posterior: Any, theta: torch.Tensor, x: torch.Tensor, num_posterio
     """Run sbi's SBC and TARP for ``posterior`` on held-out pairs ``theta (N, d)``, ``x (N, ...)``.
 
     ``posterior`` is anything with sbi's ``sample_batched(shape, x=..., show_progress_bars=...)``
-    (an sbi ``DirectPosterior``, or the [`LogRatesPosterior`][sbi_tumor.posteriors.LogRatesPosterior]
-    view). Needs ``N >= 100`` pairs for the checks to mean something (sbi warns below that).
+    (what [`run_sequential_npe`][sbi_tumor.inference.run_sequential_npe] returns). Needs ``N >= 100`` pairs for the checks to mean something (sbi warns below that).
     """
     from sbi.diagnostics import check_sbc, check_tarp, run_sbc, run_tarp
 

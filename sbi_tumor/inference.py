@@ -222,8 +222,11 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
             threshold pairs) and x ``(N, K, nx, ny, nz)``: see ``ObservedManyTimes``.
 
     Returns:
-        ``(posterior, result)``: an sbi ``DirectPosterior`` with ``default_x = x_o`` (with
-        ``log_space``, its [`LogRatesPosterior`][sbi_tumor.posteriors.LogRatesPosterior] view) and an
+        ``(posterior, result)``: an sbi posterior with ``default_x = x_o`` (a ``DirectPosterior``;
+        sbi's ``EnsemblePosterior`` with ``ensemble_size > 1``; with the radial embedding inside a
+        [`FeaturePosterior`][sbi_tumor.posteriors.FeaturePosterior]; with ``log_space``, its
+        [`LogRatesPosterior`][sbi_tumor.posteriors.LogRatesPosterior] view; with ``NPE_A``, its
+        [`UnitBoxPosterior`][sbi_tumor.posteriors.UnitBoxPosterior] view) and an
         [`InferenceResult`][sbi_tumor.inference.InferenceResult].
     """
     config = config or InferenceConfig()
@@ -320,7 +323,9 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
                                   training_batch_size=min(config.training_batch_size, len(theta_pairs)),
                                   learning_rate=config.learning_rate, **extra)
                 members.append(trainer.build_posterior())  # no argument: passing the net breaks round 2
-            posterior = members[0] if len(members) == 1 else EnsemblePosterior(members)
+            # The members' transform to unbounded theta, for the ensemble's map() as a member's.
+            posterior = members[0] if len(members) == 1 else \
+                EnsemblePosterior(members, theta_transform=members[0].theta_transform)
             posterior.set_default_x(x_train_o)
             if truncated:
                 proposal, region = _truncated_prior(prior, posterior, config.truncation_quantile)

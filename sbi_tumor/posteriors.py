@@ -152,6 +152,12 @@ class UnitBoxPosterior(ReparametrizedPosterior):
     def log_det(self, theta: torch.Tensor) -> torch.Tensor:
         return -self.width.log().sum().expand(theta.shape[:-1])
 
+    def map(self, num_init_samples: int = 1000, **_: Any) -> torch.Tensor:
+        """The best of ``num_init_samples`` draws by the corrected density: sbi's NPE_A posterior
+        corrects ``sample`` and ``log_prob``, but its ``map()`` climbs the uncorrected network."""
+        theta = self.sample((num_init_samples,), show_progress_bars=False)
+        return theta[self.log_prob(theta).argmax()]
+
     def sample_batched(self, sample_shape, x: torch.Tensor, **kwargs) -> torch.Tensor:
         """One ``sample`` per x, stacked as sbi's ``(*sample_shape, len(x), d)``: sbi's NPE_A
         posterior corrects ``sample`` but its batched sampling draws the uncorrected network."""

@@ -310,3 +310,23 @@ def test_seed_in_tissue_but_outside_t2_only_warns(anatomy, patient):
     outside = anatomy.voxel_to_world(np.argwhere(anatomy.tissue & ~(image(patient.t2)[0] > 0))[0])
     with pytest.warns(UserWarning, match="not inside the T2 segmentation"):
         load_patient(patient.t1, patient.t2, 8.0, seed_mm=outside, anatomy=anatomy)
+
+
+@pytest.mark.parametrize("method, resumes", [("TSNPE", True), ("NPE_A", False)])
+def test_a_run_started_before_the_newer_settings_resumes_at_their_defaults(tmp_path, method, resumes):
+    from sbi_tumor.config import InferenceConfig
+    from sbi_tumor.patient.store import open_store
+
+    settings = {"patient": "p", "inference": InferenceConfig(method=method).to_dict()}
+    old = {"patient": "p", "inference": {k: v for k, v in settings["inference"].items()
+                                         if k not in ("density_estimator", "ensemble_size", "proposal_widening")}}
+    path = tmp_path / "work" / "simulations.zarr"
+    open_store(path, (4, 4, 4), old, resume=False, progress=False)
+    if resumes:  # the new settings at their defaults: as before them
+        open_store(path, (4, 4, 4), settings, resume=True, progress=False)
+        changed = settings | {"inference": settings["inference"] | {"ensemble_size": 3}}
+        with pytest.raises(StoreError, match="different inference settings"):
+            open_store(path, (4, 4, 4), changed, resume=True, progress=False)
+    else:  # NPE_A's proposal changed with them
+        with pytest.raises(StoreError, match="different inference settings"):
+            open_store(path, (4, 4, 4), settings, resume=True, progress=False)

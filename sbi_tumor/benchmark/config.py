@@ -85,6 +85,8 @@ class BenchmarkConfig:
         check_positive(self, "resolution_mm roi_size_mm")
         if not isinstance(self.embedding_kwargs, dict):
             raise ValueError(f"embedding_kwargs must be a dict of keyword arguments, got {self.embedding_kwargs!r}.")
+        if not isinstance(self.npe_settings, dict):
+            raise ValueError(f"npe_settings must be a dict of InferenceConfig settings, got {self.npe_settings!r}.")
         fixed = {"method", "num_rounds", "log_space", "augment", "num_simulations", "embedding",
                  "embedding_kwargs", "max_num_epochs", "stop_after_epochs", "num_posterior_samples", "seed"}
         unknown = set(self.npe_settings) - (set(InferenceConfig.__dataclass_fields__) - fixed)

@@ -48,10 +48,7 @@ def run_npe(problem: MatchedProblem, budget: int, config: BenchmarkConfig, seed:
     # The mask code T2 + 2 T1 has four values.
     embedding_kwargs = config.embedding_kwargs if config.embedding == "mlp" else \
         {"num_classes": 4} | config.embedding_kwargs
-    npe_config = InferenceConfig(**{
-        "num_components": 1 if config.npe_method == "NPE_A" else InferenceConfig.num_components,
-        **config.npe_settings},
-        method=config.npe_method,
+    npe_config = InferenceConfig(**config.npe_settings, method=config.npe_method,
         num_rounds=config.npe_rounds, log_space=config.npe_log_space, augment=config.npe_augment,
         num_simulations=budget // config.npe_rounds,
         embedding=config.embedding, embedding_kwargs=embedding_kwargs,

@@ -23,7 +23,7 @@ class InferenceRun:
     """A fitted patient: the posterior and what produced it (see [`load_run`][sbi_tumor.patient.run.load_run]).
 
     Attributes:
-        posterior: sbi ``DirectPosterior`` with ``default_x`` set to the observation.
+        posterior: the posterior ``run_sequential_npe`` returned, ``default_x`` set to the observation.
         result: samples, MAP, training curves and timings.
         patient: the checked inputs (rebuild the simulator with ``patient.simulator()``).
         directory: where it was written, if it was.

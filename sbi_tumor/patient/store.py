@@ -210,6 +210,10 @@ class SimulationStore:
         return torch.from_numpy(np.asarray(theta, np.float32)), torch.from_numpy(np.asarray(x))
 
 
+#: Inference settings added after 0.3, with the value that reproduces a run started before them.
+_NEW_INFERENCE_SETTINGS = {"density_estimator": "mdn", "ensemble_size": 1, "proposal_widening": 2.0}
+
+
 def open_store(path: Path, grid_shape: Sequence[int], settings: dict, resume: bool,
                 progress: bool, theta_dim: int = 4) -> SimulationStore:
     """The run's simulation store (label maps of ``grid_shape``, parameter sets of ``theta_dim``):
@@ -220,7 +224,13 @@ def open_store(path: Path, grid_shape: Sequence[int], settings: dict, resume: bo
                 f"An interrupted run left simulations in {path.parent}; continue it with "
                 f"resume=True (--resume), or delete {path.parent} to start afresh.")
         store = SimulationStore.open(path)
-        stored = store.config
+        stored = dict(store.config)
+        if isinstance(stored.get("inference"), dict) and isinstance(settings.get("inference"), dict):
+            # Settings added since the store was written ran at their defaults, before they existed
+            # (NPE_A changed with them: its old runs do not resume).
+            added = {k: v for k, v in _NEW_INFERENCE_SETTINGS.items()
+                     if k != "proposal_widening" or stored["inference"].get("method") != "NPE_A"}
+            stored["inference"] = added | stored["inference"]
         differ = [k for k in settings if json.dumps(stored.get(k), sort_keys=True)
                   != json.dumps(settings[k], sort_keys=True)]
         if differ:
