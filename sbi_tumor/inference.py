@@ -344,19 +344,14 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
                       "for a closer fit.", UserWarning, stacklevel=2)
     if features is not None:
         posterior = FeaturePosterior(posterior, embedding)
+    for view in views:  # from here on the posterior speaks theta
+        posterior = view(posterior)
     with explained_failures(config.method, config.num_rounds), quiet(progress):
         samples = posterior.sample((config.num_posterior_samples,), x=x_o, show_progress_bars=False)
         if config.ensemble_size > 1:  # sbi's ensemble returns its members' samples one after another
             samples = samples[torch.randperm(len(samples))]
         posterior.set_default_x(x_o)  # sbi 0.27's map() no longer takes x
-        if config.method == "NPE_A":
-            # sbi's map() climbs the network's uncorrected fit; the corrected density is log_prob.
-            map_ = samples[posterior.log_prob(samples, x=x_o).argmax()]
-        else:
-            map_ = posterior.map(show_progress_bars=False, num_init_samples=500, num_iter=200)
-    samples, map_ = to_theta(samples), to_theta(map_)
-    for view in views:
-        posterior = view(posterior)
+        map_ = posterior.map(show_progress_bars=False, num_init_samples=500, num_iter=200)
     result = InferenceResult(
         method=config.method, samples=samples, map=map_.reshape(-1), theta_per_round=thetas,
         training=training, wall_time=time.perf_counter() - start, simulation_time=t_sim,
@@ -511,7 +506,7 @@ class WidenedGaussian(Distribution):
 
     def __init__(self, posterior: Any, widening: float):
         self.posterior, self.widening = posterior, widening
-        self.mog = self.get_mog_params(posterior.default_x)
+        self.mog = self._widened(posterior.get_mog_params(posterior.default_x))
         super().__init__(event_shape=torch.Size([self.mog.dim]), validate_args=False)
 
     @property
@@ -519,10 +514,13 @@ class WidenedGaussian(Distribution):
         return self.posterior.default_x
 
     def get_mog_params(self, x: torch.Tensor):
-        """The widened Gaussian as a one-component ``MoG``, what sbi's NPE_A reads from a proposal."""
+        """The widened Gaussian at ``x_o`` as a one-component ``MoG``, what sbi's NPE_A reads from a
+        proposal (sbi passes ``default_x``)."""
+        return self.mog
+
+    def _widened(self, mog):
         from sbi.neural_nets.estimators import MoG
 
-        mog = self.posterior.get_mog_params(x)
         weights = torch.softmax(mog.logits[0].detach().double(), 0)
         means = mog.means[0].detach().double()
         mean = weights @ means
