@@ -93,6 +93,6 @@ def explained_failures(method: str, round_: int):
         raise RuntimeError(
             f"{method} failed in round {round_}: its analytic proposal correction gave a posterior "
             "covariance that is not positive definite (the network's fit came out wider than the proposal "
-            "in some direction; a mixture's weak components are broad). Use num_components=1 (CLI: --components "
-            "1) with proposal_widening 2 (the default; with 1 it failed on two of four paper truths), which "
-            "completed on every paper truth, or method='TSNPE', 'NPE_B' or 'NPE_C'.") from err
+            "in some direction; a mixture's weak components are broad). Use num_components=1 or 2 (CLI: "
+            "--components) with proposal_widening 2 (the default; with 1 it failed on two of four paper truths), "
+            "which completed on every paper truth, or method='TSNPE', 'NPE_B' or 'NPE_C'.") from err

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from sbi.neural_nets.estimators import MoG
 from sbi.utils import BoxUniform
 from scipy.stats import chi2
 
@@ -172,7 +173,8 @@ def test_radial_nets_train_on_features_computed_once_and_the_posterior_takes_lab
     # single maps are x_o, embedded by sbi at every sample/log_prob/MAP step
     assert sum(n for n in featurized if n > 1) == 120, featurized
     # sbi's posterior keeps taking features; the package's view of it takes label maps
-    assert isinstance(posterior, FeaturePosterior) and posterior.posterior.posterior_estimator.embedding_net.takes_features
+    embedding = posterior.posterior.posterior_estimator.embedding_net
+    assert isinstance(posterior, FeaturePosterior) and embedding.takes_features
     theta = result.samples[:20]
     log_p = posterior.log_prob(theta, x=x_o)
     assert torch.isfinite(log_p).all()
@@ -213,12 +215,33 @@ def test_bad_config_is_rejected():
         InferenceConfig(method="NPE_C", augment=4)
 
 
-def test_npe_a_with_a_mixture_completes_four_rounds_inside_the_prior(problem):
-    """Two components over four rounds on a small case (on the paper truths two components still
-    fail: docs, Benchmarks, NPE_A); NPE_A learns the unit cube and is seen in theta."""
+def test_npe_a_with_a_mixture_completes_four_rounds_inside_the_prior(problem, monkeypatch):
+    """Two components over four rounds on a small case (on the paper truths too: docs, Benchmarks,
+    NPE_A); NPE_A learns the unit cube and is seen in theta."""
+    import sbi_tumor.inference as inference
+
     sim, prior, x_o = problem
+    trainers = []
+
+    def recorded(prior, builder, *args):
+        trainers.append((inference_npe_a(prior, builder, *args), builder))
+        return trainers[-1][0]
+
+    inference_npe_a = inference._npe_a
+    monkeypatch.setattr(inference, "_npe_a", recorded)
     config = quick("NPE_A", num_components=2, num_rounds=4, num_simulations=60, max_num_epochs=20)
     posterior, result = run_sequential_npe(sim, prior, x_o, config, progress=False)
+    # one trainer per round, each fitting that round's 60 simulations (drawn from the proposal its
+    # correction divides by), every later round continuing the same network
+    assert [len(t.get_simulations()[0]) for t, _ in trainers] == [60] * 4
+    inner = posterior
+    while not hasattr(inner, "posterior_estimator"):  # the sbi posterior inside the views
+        inner = inner.posterior
+    assert isinstance(inner.posterior_estimator, inference.PrunedMixture)
+    network = trainers[1][1](None, None)  # round 1's network, trained on in every later round
+    assert all(build(None, None) is network for _, build in trainers[2:])
+    final = inner.posterior_estimator.state_dict()  # the posterior holds sbi's copy of it
+    assert all(value.equal(final[key]) for key, value in network.state_dict().items())
     low, high = prior.support.base_constraint.lower_bound, prior.support.base_constraint.upper_bound
     assert result.num_simulations == 240
     for theta in result.theta_per_round + [result.samples, result.map[None]]:
@@ -295,6 +318,28 @@ def test_widened_gaussian_has_the_mixtures_moments_widened_and_stays_inside_the_
     assert draws[:, 0].std() < 0.8 * covariance[0, 0].sqrt()
 
 
+def test_dead_mixture_components_move_onto_the_heaviest():
+    from sbi_tumor.inference import DEAD_COMPONENT_WEIGHT, _without_dead_components
+
+    # a live pair and a dead, broad component far outside the cube (weight 1e-5)
+    weights = torch.tensor([[0.6, 0.4 - 1e-5, 1e-5]])
+    means = torch.tensor([[[0.3, 0.5], [0.6, 0.4], [1.6, 1.3]]])
+    precisions = torch.stack([torch.eye(2) / 0.05**2, torch.eye(2) / 0.1**2, torch.eye(2) / 0.5**2])[None]
+    mog = MoG(weights.log(), means, precisions)
+    pruned = _without_dead_components(mog)
+    assert DEAD_COMPONENT_WEIGHT == 1e-3
+    torch.testing.assert_close(pruned.logits, mog.logits)
+    torch.testing.assert_close(pruned.means[0, :2], means[0, :2])
+    torch.testing.assert_close(pruned.means[0, 2], means[0, 0])
+    torch.testing.assert_close(pruned.precisions[0, 2], precisions[0, 0])
+    # the density moves by at most the dead weight times the heaviest component's peak density
+    theta = torch.rand(1000, 2)
+    change = (pruned.log_prob(theta[:, None]).exp() - mog.log_prob(theta[:, None]).exp()).abs().max()
+    assert 1e-5 < change <= 1e-5 / (2 * math.pi * 0.05**2)
+    assert _without_dead_components(MoG(torch.tensor([[0.5, 0.5]]).log(), means[:, :2], precisions[:, :2])) \
+        .means.equal(means[:, :2])
+
+
 def test_npe_a_posterior_outside_the_prior_fails_at_once():
     from sbi.neural_nets.estimators import MoG
 
@@ -313,7 +358,7 @@ def test_npe_a_posterior_outside_the_prior_fails_at_once():
 
 
 def test_npe_a_correction_failure_becomes_an_actionable_error():
-    with pytest.raises(RuntimeError, match="NPE_A failed in round 3.*Use num_components=1"):
+    with pytest.raises(RuntimeError, match="NPE_A failed in round 3.*Use num_components=1 or 2"):
         with explained_failures("NPE_A", 3):
             raise ValueError("Posterior precision matrix is not positive definite.")
     with pytest.raises(ValueError, match="unrelated"):  # other errors pass through unchanged
