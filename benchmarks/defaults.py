@@ -71,6 +71,7 @@ CONFIGS = {
     "default-no-octants": dict(embedding_kwargs={"octants": False}),
     "default-aug1": dict(augment=1),
     "default-nsf": dict(density_estimator="nsf"),
+    "default-aug30": dict(augment=30),
 }
 
 
