@@ -1,13 +1,12 @@
 """Sequential neural posterior estimation with sbi's own trainers (NPE_A, NPE_B, NPE_C, TSNPE).
 
 Round 1 samples the prior; every later round samples the current posterior at the observation
-``x_o``; the network weights carry over between rounds (one trainer accumulates all rounds; with
-``NPE_A`` one trainer per round, on that round's simulations).
+``x_o``; the network weights carry over between rounds (one trainer accumulates all rounds).
 ``NPE_B`` trains a mixture-density network with the importance-weighted loss prior/proposal of
 Lueckmann et al. 2017 (the paper's eq. 3); ``NPE_A`` fits a Gaussian-mixture proposal posterior
 and corrects it analytically (on the prior's box mapped onto the unit cube, each later round drawn
-from the posterior widened by ``proposal_widening``: see ``WidenedGaussian``; dead components
-dropped: see ``PrunedMixture``); ``NPE_C`` is APT
+from the posterior widened by ``proposal_widening``: see ``WidenedGaussian``; its weak mixture
+components dropped: see ``PrunedMixture``); ``NPE_C`` is APT
 (atomic proposals). ``TSNPE`` (Deistler et al. 2022; the default) samples later rounds from the
 prior truncated to the current posterior's highest-density region (mass
 ``1 - truncation_quantile``) and trains with the plain first-round NPE loss, which stays exact on
@@ -140,7 +139,7 @@ class CurveTracker:
 
 def _trainer(prior: Distribution, x_o: torch.Tensor, config: InferenceConfig, progress: bool):
     """sbi's trainer for ``config.method`` and the embedding net inside its density estimator."""
-    from sbi.inference import NPE_B, NPE_C
+    from sbi.inference import NPE_A, NPE_B, NPE_C
     from sbi.neural_nets import posterior_nn
 
     embedding = make_embedding(config.embedding, tuple(x_o.shape[-3:]), **config.embedding_kwargs)
@@ -149,23 +148,15 @@ def _trainer(prior: Distribution, x_o: torch.Tensor, config: InferenceConfig, pr
     if config.method == "NPE_A":
         # theta arrives in the unit cube (see run_sequential_npe); not z-scored, so that the
         # posterior's mixture is in the coordinates the proposal is sampled in.
-        mdn = _standardizing(posterior_nn("mdn_snpe_a", z_score_theta="none", **common), embedding)
-        return _npe_a(prior, lambda theta, x, **kwargs: PrunedMixture.of(mdn(theta, x, **kwargs)), config,
-                      progress), embedding
+        builder = _standardizing(posterior_nn("mdn_snpe_a", z_score_theta="none", **common), embedding)
+        return NPE_A(prior=prior, density_estimator=builder, num_components=config.num_components,
+                     show_progress_bars=progress, tracker=CurveTracker()), embedding
     if config.density_estimator == "mdn":
         common["num_components"] = config.num_components
     builder = _standardizing(posterior_nn(config.density_estimator, **common), embedding)
     cls = NPE_B if config.method == "NPE_B" else NPE_C  # TSNPE trains NPE_C with its first-round loss
     return cls(prior=prior, density_estimator=builder, show_progress_bars=progress,
                tracker=CurveTracker()), embedding
-
-
-def _npe_a(prior: Distribution, builder: Callable, config: InferenceConfig, progress: bool):
-    """sbi's NPE_A trainer with the network ``builder`` makes."""
-    from sbi.inference import NPE_A
-
-    return NPE_A(prior=prior, density_estimator=builder, num_components=config.num_components,
-                 show_progress_bars=progress, tracker=CurveTracker())
 
 
 def _check_observation(x_o: torch.Tensor, embedding: torch.nn.Module, simulator: Callable) -> None:
@@ -295,7 +286,6 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
     region = None  # TSNPE: the indicator of the truncated region, after round 1
     posterior = None
     thetas, training, capped = [], [], []
-    networks: list[torch.nn.Module] = []  # the trained density estimators, round by round
     t_sim = t_train = 0.0
     start = time.perf_counter()
     for r in range(config.num_rounds):
@@ -317,15 +307,6 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
         theta_pairs, x = parameter_pairs(theta, dim), x.reshape(-1, 1, *x.shape[2:])
         x = x.to(torch.float32) if features is None else features(x)
 
-        fresh = config.method == "NPE_A" and r > 0
-        if fresh:
-            # NPE_A's correction divides the fit by this round's proposal alone, but sbi trains it on
-            # every round after the first, drawn from wider proposals: a fit wider than this one,
-            # whose correction is then not positive definite. As in Papamakarios and Murray's
-            # algorithm, a new trainer fits only this round's simulations, starting from last
-            # round's network (its feature z-scores unchanged).
-            trainers = [(_npe_a(prior, lambda theta, x, network=networks[-1], **_: network, config, progress),
-                         trainers[0][1])]
         t0 = time.perf_counter()
         with explained_failures(config.method, r + 1), quiet(progress):
             members = []
@@ -340,11 +321,13 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
                     trainer.append_simulations(theta_pairs, x, proposal=None if truncated else proposal)
                 extra = {"force_first_round_loss": True} if truncated else {}
                 with epoch_cap_rounds(capped, r + 1):
-                    networks.append(trainer.train(
-                        max_num_epochs=config.max_num_epochs, stop_after_epochs=config.stop_after_epochs,
-                        training_batch_size=min(config.training_batch_size, len(theta_pairs)),
-                        learning_rate=config.learning_rate, **extra))
-                members.append(trainer.build_posterior())  # no argument: passing the net breaks round 2
+                    trainer.train(max_num_epochs=config.max_num_epochs, stop_after_epochs=config.stop_after_epochs,
+                                  training_batch_size=min(config.training_batch_size, len(theta_pairs)),
+                                  learning_rate=config.learning_rate, **extra)
+                member = trainer.build_posterior()  # no argument: passing the net breaks round 2
+                if config.method == "NPE_A":  # its correction, not its training, without weak components
+                    member.posterior_estimator = PrunedMixture.of(member.posterior_estimator)
+                members.append(member)
             # The members' transform to unbounded theta, for the ensemble's map() as a member's.
             posterior = members[0] if len(members) == 1 else \
                 EnsemblePosterior(members, theta_transform=members[0].theta_transform)
@@ -358,8 +341,7 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
                 proposal = posterior
         t_train += time.perf_counter() - t0
         thetas.append(to_theta(theta[:, :dim]))
-        # the first member's; a new trainer's summary starts anew
-        training.append(_round_summary(trainers[0][0].summary, r + 1, [] if fresh else training))
+        training.append(_round_summary(trainers[0][0].summary, r + 1, training))  # the first member's
 
     if capped:
         warnings.warn(f"Training stopped at max_num_epochs={config.max_num_epochs} before the validation loss "
@@ -508,43 +490,46 @@ class BoxedRegion:
         raise RuntimeError(f"Fewer than {n} draws of the prior fell in the truncated region; raise truncation_quantile.")
 
 
-#: NPE_A: mixture components lighter than this are dead (see ``PrunedMixture``).
-DEAD_COMPONENT_WEIGHT = 1e-3
+#: NPE_A: mixture components lighter than this are weak (see ``PrunedMixture``).
+WEAK_COMPONENT_WEIGHT = 0.01
 
 
-def _without_dead_components(mog: MoG) -> MoG:
-    """The mixture with each component lighter than ``DEAD_COMPONENT_WEIGHT`` moved onto the
+def _without_weak_components(mog: MoG) -> MoG:
+    """The mixture with each component lighter than ``WEAK_COMPONENT_WEIGHT`` moved onto the
     heaviest one (same mean and precision, its own weight); ``(B, K)`` mixtures."""
     weights = torch.softmax(mog.logits, dim=-1)
-    dead = weights < DEAD_COMPONENT_WEIGHT
-    if not dead.any():
+    weak = weights < WEAK_COMPONENT_WEIGHT
+    if not weak.any():
         return mog
     heaviest = weights.argmax(dim=-1)
     rows = torch.arange(len(heaviest))
-    means = torch.where(dead[..., None], mog.means[rows, heaviest][:, None], mog.means)
-    precisions = torch.where(dead[..., None, None], mog.precisions[rows, heaviest][:, None], mog.precisions)
+    means = torch.where(weak[..., None], mog.means[rows, heaviest][:, None], mog.means)
+    precisions = torch.where(weak[..., None, None], mog.precisions[rows, heaviest][:, None], mog.precisions)
     return MoG(mog.logits, means, precisions)
 
 
 class PrunedMixture(MixtureDensityEstimator):
-    """sbi's mixture-density estimator whose mixture, as NPE_A's correction reads it
-    (``get_uncorrected_mog``), has no dead components.
+    """sbi's mixture-density estimator without its weak components: NPE_A's posterior (and so its
+    correction, its samples and the next round's proposal) reads this view of the trained network.
 
-    Why: the fitted mixture often keeps a component of weight ~1e-5 that no data constrains,
-    centred outside the prior and wider than the proposal. It adds nothing to the fitted
-    density, but sbi's correction must divide every component by the proposal, and that one
-    is not positive definite ("covariance not positive definite" in round 3 on the paper
-    truths with 2 components). A dead component moved onto the heaviest one changes the
-    fitted density by less than ``DEAD_COMPONENT_WEIGHT`` of its mass; training (``log_prob``)
-    sees the network's own mixture.
+    Why: the fitted mixture can keep a light component that few simulations constrain, off-centre
+    and wider than the proposal in some direction (seen on the paper case: weight below 5e-4
+    centred at 2.2 in cube units, outside the prior; weight 0.004 twice as wide in rho). sbi's
+    correction divides every component by the proposal, and for such a one the result is not
+    positive definite ("covariance not positive definite" in rounds 3-4 on the paper truths with
+    2 components). Moved onto the heaviest one it changes the fitted density by less than
+    ``WEAK_COMPONENT_WEIGHT`` of its mass. The view shares the network's weights; training goes
+    on with the network itself (sbi's ``log_prob`` reads ``get_uncorrected_mog`` too).
     """
 
     @classmethod
     def of(cls, estimator: MixtureDensityEstimator) -> "PrunedMixture":
+        if estimator.has_input_transform:  # NPE_A here learns the unit cube, not z-scored
+            raise ValueError("PrunedMixture does not carry sbi's z-scoring of theta over.")
         return cls(estimator.net, estimator.input_shape, estimator.condition_shape, estimator.embedding_net)
 
     def get_uncorrected_mog(self, condition: torch.Tensor) -> MoG:
-        return _without_dead_components(super().get_uncorrected_mog(condition))
+        return _without_weak_components(super().get_uncorrected_mog(condition))
 
 
 class WidenedGaussian(Distribution):

@@ -215,33 +215,23 @@ def test_bad_config_is_rejected():
         InferenceConfig(method="NPE_C", augment=4)
 
 
-def test_npe_a_with_a_mixture_completes_four_rounds_inside_the_prior(problem, monkeypatch):
+def test_npe_a_with_a_mixture_completes_four_rounds_inside_the_prior(problem):
     """Two components over four rounds on a small case (on the paper truths too: docs, Benchmarks,
     NPE_A); NPE_A learns the unit cube and is seen in theta."""
-    import sbi_tumor.inference as inference
+    from sbi.neural_nets.estimators import MixtureDensityEstimator
+
+    from sbi_tumor.inference import PrunedMixture
 
     sim, prior, x_o = problem
-    trainers = []
-
-    def recorded(prior, builder, *args):
-        trainers.append((inference_npe_a(prior, builder, *args), builder))
-        return trainers[-1][0]
-
-    inference_npe_a = inference._npe_a
-    monkeypatch.setattr(inference, "_npe_a", recorded)
     config = quick("NPE_A", num_components=2, num_rounds=4, num_simulations=60, max_num_epochs=20)
     posterior, result = run_sequential_npe(sim, prior, x_o, config, progress=False)
-    # one trainer per round, each fitting that round's 60 simulations (drawn from the proposal its
-    # correction divides by), every later round continuing the same network
-    assert [len(t.get_simulations()[0]) for t, _ in trainers] == [60] * 4
     inner = posterior
     while not hasattr(inner, "posterior_estimator"):  # the sbi posterior inside the views
         inner = inner.posterior
-    assert isinstance(inner.posterior_estimator, inference.PrunedMixture)
-    network = trainers[1][1](None, None)  # round 1's network, trained on in every later round
-    assert all(build(None, None) is network for _, build in trainers[2:])
-    final = inner.posterior_estimator.state_dict()  # the posterior holds sbi's copy of it
-    assert all(value.equal(final[key]) for key, value in network.state_dict().items())
+    # the posterior reads the trained network through the view without weak components
+    assert isinstance(inner.posterior_estimator, PrunedMixture)
+    assert type(inner.posterior_estimator.net).__name__ == "MultivariateGaussianMDN"
+    assert isinstance(inner.posterior_estimator, MixtureDensityEstimator)
     low, high = prior.support.base_constraint.lower_bound, prior.support.base_constraint.upper_bound
     assert result.num_simulations == 240
     for theta in result.theta_per_round + [result.samples, result.map[None]]:
@@ -318,26 +308,61 @@ def test_widened_gaussian_has_the_mixtures_moments_widened_and_stays_inside_the_
     assert draws[:, 0].std() < 0.8 * covariance[0, 0].sqrt()
 
 
-def test_dead_mixture_components_move_onto_the_heaviest():
-    from sbi_tumor.inference import DEAD_COMPONENT_WEIGHT, _without_dead_components
+def test_weak_mixture_components_move_onto_the_heaviest():
+    from sbi_tumor.inference import WEAK_COMPONENT_WEIGHT, _without_weak_components
 
-    # a live pair and a dead, broad component far outside the cube (weight 1e-5)
+    # a live pair and a weak, broad component far outside the cube (weight 1e-5)
     weights = torch.tensor([[0.6, 0.4 - 1e-5, 1e-5]])
     means = torch.tensor([[[0.3, 0.5], [0.6, 0.4], [1.6, 1.3]]])
     precisions = torch.stack([torch.eye(2) / 0.05**2, torch.eye(2) / 0.1**2, torch.eye(2) / 0.5**2])[None]
     mog = MoG(weights.log(), means, precisions)
-    pruned = _without_dead_components(mog)
-    assert DEAD_COMPONENT_WEIGHT == 1e-3
+    pruned = _without_weak_components(mog)
+    assert WEAK_COMPONENT_WEIGHT == 0.01
     torch.testing.assert_close(pruned.logits, mog.logits)
     torch.testing.assert_close(pruned.means[0, :2], means[0, :2])
     torch.testing.assert_close(pruned.means[0, 2], means[0, 0])
     torch.testing.assert_close(pruned.precisions[0, 2], precisions[0, 0])
-    # the density moves by at most the dead weight times the heaviest component's peak density
+    # the density moves by at most the weak weight times the heaviest component's peak density
     theta = torch.rand(1000, 2)
     change = (pruned.log_prob(theta[:, None]).exp() - mog.log_prob(theta[:, None]).exp()).abs().max()
     assert 1e-5 < change <= 1e-5 / (2 * math.pi * 0.05**2)
-    assert _without_dead_components(MoG(torch.tensor([[0.5, 0.5]]).log(), means[:, :2], precisions[:, :2])) \
+    assert _without_weak_components(MoG(torch.tensor([[0.5, 0.5]]).log(), means[:, :2], precisions[:, :2])) \
         .means.equal(means[:, :2])
+
+
+class FixedMixtureNet(torch.nn.Module):
+    """A stand-in mixture network: the same mixture for every x; 2D theta, 1D x."""
+
+    context_features = 1
+
+    def __init__(self, mog):
+        super().__init__()
+        self.mog = mog
+
+    def get_mixture_components(self, context):
+        return self.mog
+
+
+def test_sbi_corrects_a_mixture_with_a_weak_broad_component_only_once_it_is_pruned():
+    from sbi.inference.posteriors import NPE_A_Posterior
+    from sbi.neural_nets.estimators import MixtureDensityEstimator
+
+    from sbi_tumor.inference import PrunedMixture
+
+    # a live component (sd 0.05) and a weak one (weight 0.004) twice as wide as the proposal (sd 0.25)
+    fit = MoG(torch.tensor([[0.996, 0.004]]).log(), torch.tensor([[[0.4, 0.5], [1.6, 1.3]]]),
+              torch.stack([torch.eye(2) / 0.05**2, torch.eye(2) / 0.5**2])[None])
+    proposal = MoG(torch.zeros(1, 1), torch.tensor([[[0.45, 0.5]]]), (torch.eye(2) / 0.25**2)[None, None])
+    estimator = MixtureDensityEstimator(FixedMixtureNet(fit), torch.Size([2]), torch.Size([1]))
+    box = BoxUniform(torch.zeros(2), torch.ones(2))
+    x = torch.zeros(1, 1)
+    with pytest.raises(ValueError, match="not positive definite"):
+        NPE_A_Posterior(estimator, box, proposal_mog=proposal).get_mog_params(x)
+    corrected = NPE_A_Posterior(PrunedMixture.of(estimator), box, proposal_mog=proposal).get_mog_params(x)
+    # both components now the live one corrected: precision 1/0.05^2 - 1/0.25^2 = 384 per axis
+    torch.testing.assert_close(corrected.precisions[0, 0], torch.eye(2) * 384.0, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(corrected.precisions[0, 1], corrected.precisions[0, 0])
+    assert torch.softmax(corrected.logits, -1)[0, 1] == pytest.approx(0.004, rel=1e-3)
 
 
 def test_npe_a_posterior_outside_the_prior_fails_at_once():
