@@ -79,13 +79,24 @@ def mask_derivatives(problem: MatchedProblem, theta: np.ndarray, step: float = 1
     def density(t):
         return problem.simulator.density(np.asarray(t)[None], [problem.day])[0, 0].astype(np.float64).ravel()
 
+    def steps(t):
+        return problem.simulator.solver.n_steps(t[0], t[1], [problem.day])
+
     u = density(theta)
     du = []
-    for k in (0, 1):  # D and rho: central differences, relative step
+    for k in (0, 1):  # D and rho: differences with a relative step
         up, down = theta.copy(), theta.copy()
         up[k] *= 1 + step
         down[k] *= 1 - step
-        du.append((density(up) - density(down)) / (2 * step * theta[k]))
+        # The solver's step count is an integer function of (D, rho): a difference across one of its
+        # jumps measures the jump (6% off in rho at the paper truth). Stay on the truth's side.
+        if steps(up) != steps(theta):
+            du.append((u - density(down)) / (step * theta[k]))
+        elif steps(down) != steps(theta):
+            du.append((density(up) - u) / (step * theta[k]))
+        else:
+            du.append((density(up) - density(down)) / (2 * step * theta[k]))
+    assert problem.likelihood.form == "logistic", "the derivative below is the logistic link's"
     slope, eps = problem.likelihood.slope, problem.likelihood.eps
     probabilities, derivatives = [], []
     for column, threshold in ((2, theta[2]), (3, theta[3])):
