@@ -177,8 +177,8 @@ DENSITY_ESTIMATORS: tuple[str, ...] = ("mdn", "nsf", "maf")
 
 #: Training pairs per solve with TSNPE when ``augment`` is not given (``benchmarks/defaults.py``).
 DEFAULT_AUGMENT = 10
-#: Mixture components of the MDN, except NPE_A's: one (with two it completes on every paper truth
-#: but meets every target less often; with five its corrections leave the prior: docs, Benchmarks).
+#: Mixture components of the MDN, except NPE_A's: one (with two or five it completes on every paper
+#: truth too, but meets every target less often: docs, Benchmarks, NPE_A).
 DEFAULT_COMPONENTS = 5
 
 
@@ -201,8 +201,8 @@ class InferenceConfig:
             default), ``"nsf"`` (neural spline flow) or ``"maf"`` (masked autoregressive flow);
             ``NPE_A`` needs ``"mdn"`` (its correction is analytic).
         num_components: mixture components of the MDN; ``None`` (the default) means
-            ``DEFAULT_COMPONENTS`` (5), and 1 with ``NPE_A`` (2 complete on every paper truth too,
-            5 do not: docs, Benchmarks, NPE_A).
+            ``DEFAULT_COMPONENTS`` (5), and 1 with ``NPE_A`` (2 and 5 complete on every paper truth
+            too, but meet every target less often: docs, Benchmarks, NPE_A).
         ensemble_size: density estimators trained on the same simulations, each from its own
             initial weights and validation split, and averaged (sbi's ``EnsemblePosterior``);
             the training time grows with it. ``TSNPE`` only.

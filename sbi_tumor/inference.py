@@ -517,9 +517,12 @@ class PrunedMixture(MixtureDensityEstimator):
     centred at 2.2 in cube units, outside the prior; weight 0.004 twice as wide in rho). sbi's
     correction divides every component by the proposal, and for such a one the result is not
     positive definite ("covariance not positive definite" in rounds 3-4 on the paper truths with
-    2 components). Moved onto the heaviest one it changes the fitted density by less than
-    ``WEAK_COMPONENT_WEIGHT`` of its mass. The view shares the network's weights; training goes
-    on with the network itself (sbi's ``log_prob`` reads ``get_uncorrected_mog`` too).
+    2 components). Moved onto the heaviest one, each moves less than ``WEAK_COMPONENT_WEIGHT`` of
+    the fitted density's mass (the correction may weigh that mass differently). The view shares the
+    weights of sbi's copy of the network in the posterior; training goes on with the network
+    itself (sbi's ``log_prob`` reads ``get_uncorrected_mog`` too). sbi's own ``potential`` and
+    ``map`` of the inner posterior keep the unpruned copy; the package's views sample and rank
+    with the corrected mixture.
     """
 
     @classmethod
