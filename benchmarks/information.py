@@ -4,16 +4,16 @@ On the matched problem of the NPE-vs-TMCMC benchmark (paper case, masks drawn vo
 from the Bernoulli likelihood), the Fisher information of the two masks about
 theta = (D, rho, u_T1, u_T2) at a truth is ``J = sum_i dp_i dp_i^T / (p_i (1 - p_i))`` over
 the voxels i of both masks, ``p_i`` the voxel's tumour probability; its Cramér-Rao bound
-``sqrt(diag(J^-1))`` is the width of the best posterior any method can reach from the
-masks (locally, for many voxels). A profile is a set of bin sums ``A y`` of each mask; its
-information is ``(A dp)^T (A Sigma A^T)^-1 (A dp)``. The ratio of the two bounds per parameter
-is how much wider than the best a posterior from the profile alone must be: the part of a
-network's excess width that better features could remove (the rest is the network's).
+``sqrt(diag(J^-1))`` is about the width of the best posterior any method can reach from the
+masks (locally, for many voxels). A profile is a set of bin sums ``A y`` of each mask; in the
+Gaussian approximation its information is ``(A dp)^T (A Sigma A^T)^-1 (A dp)``. The ratio of the
+two bounds per parameter is about how much wider than the best a posterior from those sums alone
+is: at most what better features could remove from a network's excess width.
 
 Profiles: the embedding's own spherical shells by octant (``RadialProfileEmbedding``), shells of
 the front's travel time from the seed (``travel_time``: in grey matter the front is sqrt(10) times
 slower, so a sphere mixes voxels it reached at different times), and both. Derivatives by
-central differences of the solver (two solves per rate).
+differences of the solver, central unless the solver's step count jumps within the step.
 Bin sums of each mask stand for the embedding's fractions of the mask code's classes, which
 hold them and a little more; the embedding's moments (volume, centroid, extent) are left out.
 
