@@ -38,6 +38,7 @@ from defaults import CASES, case_simulator
 from sbi_tumor.anatomy import load_mni152
 from sbi_tumor.diagnostics import COVERAGE_90_RANGE, KS_MIN_PVALUE, calibrate, coverage_from_ranks, held_out_pairs
 from sbi_tumor.config import InferenceConfig
+from sbi_tumor.conformal import ConformalPosterior
 from sbi_tumor.inference import run_sequential_npe
 from sbi_tumor.plots import save_figure
 from sbi_tumor.config import PARAMETER_NAMES
@@ -57,8 +58,13 @@ def amortised(args, simulator, prior, out: Path) -> dict:
     calibration = calibrate(posterior, theta, x, num_posterior_samples=args.posterior_samples)
     save_figure(rank_plot(calibration), out / "ranks.png")
     save_figure(tarp_plot(calibration), out / "tarp.png")
-    (out / "table.md").write_text(calibration.table())
-    return {"calibration": calibration.to_dict(), "training_time_s": result.training_time,
+    table, extra = calibration.table(), {}
+    if isinstance(posterior, ConformalPosterior):  # the network's own posterior too, before the widening
+        unwidened = calibrate(posterior.posterior, theta, x, num_posterior_samples=args.posterior_samples)
+        table += "\nThe same posterior before the conformal widening:\n\n" + unwidened.table()
+        extra = {"calibration_unwidened": unwidened.to_dict(), "conformal_scales": result.conformal_scales}
+    (out / "table.md").write_text(table)
+    return {"calibration": calibration.to_dict(), **extra, "training_time_s": result.training_time,
             "simulation_time_s": result.simulation_time, "wall_time_s": time.perf_counter() - t0,
             "config": result.config}
 
@@ -77,32 +83,48 @@ def sequential(args, simulator, prior, out: Path) -> dict:
         if not path.exists():
             x_o = simulator(truth[None])
             posterior, result = run_sequential_npe(simulator, prior, x_o, config, progress=not args.quiet)
-            with torch.random.fork_rng():
-                torch.manual_seed(i)
-                ranks, dap = run_sbc(truth[None], x_o, posterior, num_posterior_samples=args.posterior_samples,
-                                     show_progress_bar=False)
-            path.write_text(json.dumps({"truth": truth.tolist(), "ranks": ranks[0].tolist(),
-                                        "dap": dap[0].tolist(), "wall_time_s": result.wall_time,
-                                        "contraction": result.contraction}))
+            record = {"truth": truth.tolist()}
+            # With calibration_solves, the network's own posterior is ranked too: the same run without the widening.
+            for key, post in [("", posterior)] + ([("_unwidened", posterior.posterior)]
+                                                  if isinstance(posterior, ConformalPosterior) else []):
+                with torch.random.fork_rng():
+                    torch.manual_seed(i)
+                    ranks, dap = run_sbc(truth[None], x_o, post, num_posterior_samples=args.posterior_samples,
+                                         show_progress_bar=False)
+                record |= {f"ranks{key}": ranks[0].tolist(), f"dap{key}": dap[0].tolist()}
+            ranks = torch.tensor([record["ranks"]])
+            path.write_text(json.dumps(record | {"wall_time_s": result.wall_time, "contraction": result.contraction,
+                                                 "conformal_scales": result.conformal_scales}))
             print(f"truth {i + 1}/{len(truths)}: ranks {ranks[0].tolist()}, {result.wall_time:.0f} s",
                   file=sys.stderr, flush=True)
         runs.append(json.loads(path.read_text()))
-    ranks = np.array([r["ranks"] for r in runs])
-    checks = check_sbc(torch.tensor(ranks), truths, torch.tensor([r["dap"] for r in runs]),
-                       num_posterior_samples=args.posterior_samples)
-    nan = np.full(1, np.nan)
-    calibration = Calibration(
-        names=PARAMETER_NAMES, ranks=ranks, num_posterior_samples=args.posterior_samples,
-        ks_pvalues=[float(v) for v in checks["ks_pvals"]], c2st_ranks=[float(v) for v in checks["c2st_ranks"]],
-        c2st_dap=float(torch.as_tensor(checks["c2st_dap"]).mean()),
-        coverage_50=coverage_from_ranks(ranks, args.posterior_samples, 0.5),
-        coverage_90=coverage_from_ranks(ranks, args.posterior_samples, 0.9),
-        tarp_atc=float("nan"), tarp_ks_pvalue=float("nan"), tarp_ecp=nan, tarp_alpha=nan)
+
+    def checked(key: str) -> Calibration:
+        ranks = np.array([r[f"ranks{key}"] for r in runs])
+        checks = check_sbc(torch.tensor(ranks), truths, torch.tensor([r[f"dap{key}"] for r in runs]),
+                           num_posterior_samples=args.posterior_samples)
+        nan = np.full(1, np.nan)
+        return Calibration(
+            names=PARAMETER_NAMES, ranks=ranks, num_posterior_samples=args.posterior_samples,
+            ks_pvalues=[float(v) for v in checks["ks_pvals"]], c2st_ranks=[float(v) for v in checks["c2st_ranks"]],
+            c2st_dap=float(torch.as_tensor(checks["c2st_dap"]).mean()),
+            coverage_50=coverage_from_ranks(ranks, args.posterior_samples, 0.5),
+            coverage_90=coverage_from_ranks(ranks, args.posterior_samples, 0.9),
+            tarp_atc=float("nan"), tarp_ks_pvalue=float("nan"), tarp_ecp=nan, tarp_alpha=nan)
+
+    calibration = checked("")
     save_figure(rank_plot(calibration), out / "ranks.png")
     # TARP needs one posterior for every x: it does not apply to per-truth sequential runs.
-    (out / "table.md").write_text(calibration.table().rsplit("| joint (TARP)", 1)[0])
+    table = calibration.table().rsplit("| joint (TARP)", 1)[0]
+    extra = {}
+    if all("ranks_unwidened" in r for r in runs):
+        unwidened = checked("_unwidened")
+        extra = {"calibration_unwidened": unwidened.to_dict()}
+        table += "\nThe same runs' posteriors before the conformal widening:\n\n" + \
+            unwidened.table().rsplit("| joint (TARP)", 1)[0]
+    (out / "table.md").write_text(table)
     return {"calibration": calibration.to_dict() | {"tarp": "not applicable to per-truth sequential runs"},
-            "runs": runs, "config": config.to_dict(),
+            **extra, "runs": runs, "config": config.to_dict(),
             "wall_time_s_per_truth": [r["wall_time_s"] for r in runs]}
 
 

@@ -72,6 +72,7 @@ CONFIGS = {
     "default-aug1": dict(augment=1),
     "default-nsf": dict(density_estimator="nsf"),
     "default-aug30": dict(augment=30),
+    "default-conformal50": dict(calibration_solves=50),
 }
 
 

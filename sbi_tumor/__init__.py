@@ -31,6 +31,7 @@ _EXPORTS = {
     "inference": ["InferenceResult", "load_posterior", "run_sequential_npe", "save_result"],
     "posteriors": ["FeaturePosterior", "LogRatesPosterior", "ReparametrizedPosterior", "UnitBoxPosterior"],
     "diagnostics": ["Calibration", "calibrate"],
+    "conformal": ["ConformalPosterior", "conformal_scales"],
     "likelihood": ["BernoulliLikelihood"],
     "tmcmc": ["TMCMCResult", "tmcmc"],
     "parallel": ["SimulationError", "simulate"],

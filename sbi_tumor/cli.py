@@ -132,7 +132,8 @@ def _inference_config(args: argparse.Namespace):
                            embedding_kwargs={"hidden": args.mlp_hidden} if args.embedding == "mlp" else {},
                            num_workers=args.workers, client=args.scheduler, log_space=args.log_space,
                            augment=args.augment, density_estimator=args.density_estimator,
-                           num_components=args.components, ensemble_size=args.ensemble)
+                           num_components=args.components, ensemble_size=args.ensemble,
+                           calibration_solves=args.calibration_solves)
 
 
 def _segmentations(args: argparse.Namespace) -> tuple[str, str | None]:
@@ -307,6 +308,10 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--augment", type=number(int, 0, high=1001), default=None,
                        help="with --method TSNPE: training pairs per solve, each solve observed with this "
                             f"many threshold pairs (default {DEFAULT_AUGMENT} with TSNPE, 1 otherwise)")
+    group.add_argument("--calibration-solves", type=number(int, 0, strict=False, high=100_001), default=defaults.calibration_solves,
+                       help="solves after the last round, not trained on, that widen the posterior until its "
+                            f"90%% intervals cover their truths (split conformal; default {defaults.calibration_solves}, "
+                            "0: the network's posterior as it is; TSNPE, or one round of any method)")
     group.add_argument("--max-epochs", type=COUNT, default=defaults.max_num_epochs,
                        help="most training epochs per round")
     group.add_argument("--random-seed", dest="seed", type=SEED, default=0,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, get_args
+from .conformal import MIN_CALIBRATION_SOLVES
 
 __all__ = ["DEFAULT_AUGMENT", "DEFAULT_COMPONENTS", "DENSITY_ESTIMATORS", "EMBEDDING_NAMES", "GREY_MATTER_RATIO", "SUMMARY_QUANTILES", "SYNTHETIC_SEED_MM", "INFILTRATION_LEVELS", "MAX_DAY", "MAX_STEPS", "InferenceConfig", "METHODS", "Method", "PARAMETER_LABELS",
            "PARAMETER_NAMES", "PRESETS", "ONE_SCAN_NAMES", "ONE_SCAN_LABELS", "CSV_COLUMNS", "parameter_names", "parameter_labels", "INFILTRATION_LENGTH_MM", "FRONT_RADIUS_MM", "PriorPreset", "SEED_SIGMA_MM"]
@@ -227,6 +228,14 @@ class InferenceConfig:
             ``observe(density, theta)``, as [`TumorSimulator`][sbi_tumor.simulator.TumorSimulator]
             has, and a prior whose thresholds are independent of (D, rho), as every
             ``make_prior`` prior is. ``num_simulations`` still counts solves.
+        calibration_solves: solves drawn after the last round (TSNPE: from the prior truncated to
+            the final posterior's region; with one round: from the prior), never trained on,
+            that set how far to widen the posterior about its median, per parameter, so that its
+            central 90% intervals hold the truth in at least 90% of such draws, on average over
+            them rather than at x_o alone (split conformal, approximate with ``augment > 1``:
+            [`sbi_tumor.conformal`][sbi_tumor.conformal]); 0 returns the network's posterior as it
+            is, else at least ``MIN_CALIBRATION_SOLVES`` (10). Counted in ``num_simulations`` of
+            the result. ``TSNPE``, or one round of any method.
         max_num_epochs: passed to ``train``.
         stop_after_epochs: passed to ``train``.
         training_batch_size: passed to ``train``.
@@ -254,6 +263,7 @@ class InferenceConfig:
     log_space: bool = False
     truncation_quantile: float = 1e-4
     augment: int | None = None
+    calibration_solves: int = 0
     max_num_epochs: int = 200
     stop_after_epochs: int = 20
     training_batch_size: int = 200
@@ -292,6 +302,15 @@ class InferenceConfig:
         if not 0 < self.truncation_quantile < 1:
             raise ValueError(f"truncation_quantile must be in (0, 1), got {self.truncation_quantile}.")
         check_counts(self, "augment")
+        check_counts(self, "calibration_solves", minimum=0)
+        if 0 < self.calibration_solves < MIN_CALIBRATION_SOLVES:
+            raise ValueError(f"calibration_solves must be 0 or at least {MIN_CALIBRATION_SOLVES} (the 90% quantile "
+                             f"of the scores needs them), got {self.calibration_solves}.")
+        if self.calibration_solves and self.method != "TSNPE" and self.num_rounds > 1:
+            raise ValueError(f"calibration_solves needs method='TSNPE' or num_rounds=1, got {self.method!r} with "
+                             f"{self.num_rounds} rounds: its later proposals are posteriors, not the prior or the prior "
+                             "truncated, so coverage over draws from them is not the coverage a user of the posterior "
+                             "needs (CLI: --calibration-solves 0).")
         if self.augment > 1 and self.method != "TSNPE":
             raise ValueError(f"augment must be 1, or > 1 with method='TSNPE' (whose proposals stay valid when "
                              f"thresholds are redrawn), got augment={self.augment} with {self.method!r} "

@@ -105,8 +105,9 @@ class Calibration:
         for (name, verdict), p, c50, c90 in zip(self.verdicts().items(), self.ks_pvalues, self.coverage_50,
                                                 self.coverage_90):
             ok = verdict["sbc_passed"] and verdict["coverage_90_passed"]
+            ranks = "" if verdict["sbc_passed"] else "; SBC rejects uniform ranks"
             lines.append(f"| {name} | {p:.3f} | {c50:.2f} | {c90:.2f} | "
-                         f"{'pass' if ok else 'miss'}: {verdict['direction']} |")
+                         f"{'pass' if ok else 'miss'}: {verdict['direction']}{ranks} |")
         lines.append(f"| joint (TARP) | {self.tarp_ks_pvalue:.3f} | | | "
                      f"{'pass' if self.tarp_ks_pvalue > KS_MIN_PVALUE else 'miss'}: ATC {self.tarp_atc:+.3f} |")
         return "\n".join(lines) + "\n"

@@ -12,6 +12,9 @@ prior truncated to the current posterior's highest-density region (mass
 ``1 - truncation_quantile``) and trains with the plain first-round NPE loss, which stays exact on
 that region: no importance weights, no atoms, no analytic correction to fail.
 
+With ``calibration_solves`` the returned posterior is widened per parameter until its central 90%
+intervals hold the truths of solves it never saw (split conformal: see ``sbi_tumor.conformal``).
+
 With ``log_space=True`` the networks learn ``(log D, log rho, u_T1, u_T2)``: at a fixed front
 speed ``2 sqrt(D rho)`` the posterior ridge is curved in (D, rho) but straight in the logs, where
 a Gaussian mixture fits it with few components. The returned posterior still speaks theta.
@@ -38,12 +41,13 @@ from sbi.neural_nets.estimators import MixtureDensityEstimator, MoG
 from sbi.utils import BoxUniform
 from torch.distributions import Distribution
 
+from .conformal import ConformalPosterior, conformal_scales, unbounded_transform
 from .config import CSV_COLUMNS, SUMMARY_QUANTILES, InferenceConfig, parameter_names
 
 from .embedding import make_embedding
 from .identifiability import contraction
 from .posteriors import FeaturePosterior, LogRatesPosterior, UnitBoxPosterior, label_map_features
-from .sbi_compat import CONSTANT_DATA_WARNING, FOREIGN_PROPOSAL_WARNING, epoch_cap_rounds, explained_failures, quiet, sample_truncated
+from .sbi_compat import CONSTANT_DATA_WARNING, FOREIGN_PROPOSAL_WARNING, SAMPLING_BATCH_NOTE, epoch_cap_rounds, explained_failures, quiet, sample_truncated
 from .one_scan import OneScanPrior
 from .prior import LogUniformBox, _LogRatesPrior, log_rates_prior
 from . import parallel
@@ -67,6 +71,8 @@ class InferenceResult:
         num_simulations: forward simulations run.
         contraction: per parameter, 1 - posterior std / prior std (see
             [`sbi_tumor.identifiability`][sbi_tumor.identifiability]).
+        conformal_scales: with ``calibration_solves``, per parameter the factor the posterior
+            was widened by (< 1: narrowed; see [`sbi_tumor.conformal`][sbi_tumor.conformal]).
     """
 
     method: str
@@ -80,6 +86,7 @@ class InferenceResult:
     num_simulations: int
     config: dict
     contraction: list[float] | None = None
+    conformal_scales: list[float] | None = None
 
     def summary(self, names: Sequence[str] | None = None) -> dict:
         """JSON-able summary: per-parameter mean, std, 5/50/95% quantiles, MAP; timings. ``names``
@@ -92,6 +99,8 @@ class InferenceResult:
                       "map": float(self.map[i])} for i, n in enumerate(names)}
         for n, c in zip(names, self.contraction or ()):
             params[n]["contraction"] = c
+        for n, c in zip(names, self.conformal_scales or ()):
+            params[n]["conformal_scale"] = c
         return {"method": self.method, "parameters": params, "wall_time_s": self.wall_time,
                 "simulation_time_s": self.simulation_time, "training_time_s": self.training_time,
                 "num_simulations": self.num_simulations,
@@ -135,6 +144,11 @@ class CurveTracker:
 
     def flush(self) -> None:
         pass
+
+
+def round_label(r: int, num_rounds: int) -> str:
+    """What the progress bar of round ``r`` (0-based) says; round ``num_rounds`` is the calibration's."""
+    return "calibration simulations" if r == num_rounds else f"round {r + 1}/{num_rounds} simulations"
 
 
 def _trainer(prior: Distribution, x_o: torch.Tensor, config: InferenceConfig, progress: bool):
@@ -218,7 +232,8 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
         config: the settings.
         progress: progress bars for simulations and training.
         simulate: ``simulate(round, theta) -> x uint8`` overriding how a round is simulated
-            (used to store/resume or to distribute simulations); defaults to
+            (used to store/resume or to distribute simulations; round ``num_rounds`` is the
+            ``calibration_solves``); defaults to
             [`simulate_round`][sbi_tumor.inference.simulate_round]. It receives theta, also with
             ``log_space``. With ``augment = K > 1``, theta is ``(N, d - 2 + 2K)`` (D, rho, then K
             threshold pairs) and x ``(N, K, nx, ny, nz)``: see ``ObservedManyTimes``.
@@ -228,7 +243,9 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
         sbi's ``EnsemblePosterior`` with ``ensemble_size > 1``; with the radial embedding inside a
         [`FeaturePosterior`][sbi_tumor.posteriors.FeaturePosterior]; with ``log_space``, its
         [`LogRatesPosterior`][sbi_tumor.posteriors.LogRatesPosterior] view; with ``NPE_A``, its
-        [`UnitBoxPosterior`][sbi_tumor.posteriors.UnitBoxPosterior] view) and an
+        [`UnitBoxPosterior`][sbi_tumor.posteriors.UnitBoxPosterior] view; with
+        ``calibration_solves``, all of it widened in a
+        [`ConformalPosterior`][sbi_tumor.conformal.ConformalPosterior]) and an
         [`InferenceResult`][sbi_tumor.inference.InferenceResult].
     """
     config = config or InferenceConfig()
@@ -246,10 +263,12 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
 
         def simulate(r: int, theta: torch.Tensor) -> np.ndarray:
             return simulate_round(observed, theta, config.simulation_batch_size, progress,
-                                  desc=f"round {r + 1}/{config.num_rounds} simulations",
+                                  desc=round_label(r, config.num_rounds),
                                   num_workers=config.num_workers, client=config.client)
 
     theta_prior = prior
+    # before any work: the widening needs the prior's box
+    transform = unbounded_transform(theta_prior) if config.calibration_solves else None
     if config.log_space:
         prior = log_rates_prior(prior)
         if config.method == "NPE_A" and not isinstance(prior, BoxUniform):
@@ -288,22 +307,31 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
     thetas, training, capped = [], [], []
     t_sim = t_train = 0.0
     start = time.perf_counter()
-    for r in range(config.num_rounds):
-        with explained_failures(config.method, r + 1), quiet(progress):
-            if r == 0:
-                theta = prior.sample((config.num_simulations,))
+
+    def draw(r: int, source: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """theta ``(N, d - 2 + 2 augment)`` from ``source`` (the prior, or the round's proposal) in
+        the networks' coordinates, and its label maps ``(N, augment, nx, ny, nz)``."""
+        nonlocal t_sim
+        n = config.num_simulations if r < config.num_rounds else config.calibration_solves
+        with explained_failures(config.method, min(r + 1, config.num_rounds)), quiet(progress):
+            if source is prior:
+                theta = prior.sample((n,))
             elif truncated:
-                theta = sample_truncated(proposal, config.num_simulations)
+                theta = sample_truncated(source, n)
             else:
-                theta = proposal.sample((config.num_simulations,), show_progress_bars=False)
-        theta = theta.reshape(config.num_simulations, -1).to(torch.float32)
+                theta = source.sample((n,), show_progress_bars=False)
+        theta = theta.reshape(n, -1).to(torch.float32)
         if config.augment > 1:  # (N, d - 2 + 2 augment): the solve's parameters, then threshold pairs
             with quiet(progress):
-                more = _redrawn_thresholds(region, prior, theta, config.augment - 1)
+                more = _redrawn_thresholds(region if source is not prior else None, prior, theta, config.augment - 1)
             theta = torch.cat([theta, more.flatten(1)], dim=1)
         t0 = time.perf_counter()
         x = torch.from_numpy(simulate(r, to_theta(theta)))
         t_sim += time.perf_counter() - t0
+        return theta, x
+
+    for r in range(config.num_rounds):
+        theta, x = draw(r, prior if r == 0 else proposal)
         theta_pairs, x = parameter_pairs(theta, dim), x.reshape(-1, 1, *x.shape[2:])
         x = x.to(torch.float32) if features is None else features(x)
 
@@ -351,6 +379,16 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
         posterior = FeaturePosterior(posterior, embedding)
     for view in views:  # from here on the posterior speaks theta
         posterior = view(posterior)
+    scales = None
+    if transform is not None:
+        # Solves the networks never saw: from the prior after one round (the amortised posterior
+        # is checked over the prior), else from the prior truncated to the final posterior's region.
+        theta, x = draw(config.num_rounds, prior if config.num_rounds == 1 else proposal)
+        with quiet(progress), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=SAMPLING_BATCH_NOTE)
+            scales = conformal_scales(posterior, to_theta(parameter_pairs(theta, dim)),
+                                      x.reshape(-1, 1, *x.shape[2:]).to(torch.float32), transform)
+        posterior = ConformalPosterior(posterior, scales, transform)
     with explained_failures(config.method, config.num_rounds), quiet(progress):
         samples = posterior.sample((config.num_posterior_samples,), x=x_o, show_progress_bars=False)
         if config.ensemble_size > 1:  # sbi's ensemble returns its members' samples one after another
@@ -360,8 +398,9 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
     result = InferenceResult(
         method=config.method, samples=samples, map=map_.reshape(-1), theta_per_round=thetas,
         training=training, wall_time=time.perf_counter() - start, simulation_time=t_sim,
-        training_time=t_train, num_simulations=sum(len(t) for t in thetas), config=config.to_dict(),
-        contraction=contraction(samples, theta_prior))
+        training_time=t_train, num_simulations=sum(len(t) for t in thetas) + config.calibration_solves,
+        config=config.to_dict(), contraction=contraction(samples, theta_prior),
+        conformal_scales=None if scales is None else scales.tolist())
     return posterior, result
 
 

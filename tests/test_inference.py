@@ -448,3 +448,26 @@ def test_quiet_run_prints_nothing_and_names_the_option_when_training_is_capped(p
     assert capped == ["Training stopped at max_num_epochs=2 before the validation loss stopped improving, "
                       "in round(s) 1, 2; raise it (CLI: --max-epochs) for a closer fit."]
     assert all(w.filename == __file__ for w in caught if "max_num_epochs" in str(w.message))
+
+
+def test_calibration_solves_widen_the_posterior_and_are_counted(problem, monkeypatch):
+    from sbi_tumor.conformal import ConformalPosterior
+
+    sim, prior, x_o = problem
+    rounds = []
+    solve = sim.solve
+    monkeypatch.setattr(sim, "solve", lambda theta: rounds.append(len(theta)) or solve(theta))
+    config = quick("TSNPE", augment=4, embedding="radial", embedding_kwargs={}, calibration_solves=30)
+    posterior, result = run_sequential_npe(sim, prior, x_o, config, progress=False)
+    assert isinstance(posterior, ConformalPosterior) and sum(rounds) == result.num_simulations == 270
+    scales = torch.tensor(result.conformal_scales)
+    assert scales.shape == (4,) and ((scales > 0.3) & (scales < 5)).all()
+    summary = result.summary()["parameters"]
+    assert [summary[n]["conformal_scale"] for n in ("D", "rho", "u_T1", "u_T2")] == result.conformal_scales
+    # the samples are the widened posterior's: their spread relative to the network's is the scale (in the logit)
+    inner = posterior.posterior.sample((4000,), x=x_o, show_progress_bars=False)
+    transform = posterior.transform
+    ratio = transform(result.samples.double()).std(0) / transform(inner.double()).std(0)
+    assert ratio.tolist() == pytest.approx(scales.tolist(), rel=0.15)
+    with pytest.raises(ValueError, match="calibration_solves needs method='TSNPE' or num_rounds=1"):
+        InferenceConfig(method="NPE_C", num_rounds=2, calibration_solves=10)

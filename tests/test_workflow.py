@@ -281,6 +281,25 @@ def test_augmented_run_stores_every_map_and_resumes_to_the_same_result(patient, 
     assert torch.equal(run.result.samples, reference.result.samples)
 
 
+def test_calibration_solves_are_stored_resumed_and_reported(patient, anatomy, tmp_path, monkeypatch):
+    config = tiny_config(method="TSNPE", augment=3, calibration_solves=10)
+    reference = fit(patient, anatomy, tmp_path / "reference", config=config)
+    out = tmp_path / "posterior"
+    interrupt_after(monkeypatch, 13)  # 2 rounds of 6 batches of 5 solves, then the calibration's first batch
+    with pytest.raises(Interrupt):
+        fit(patient, anatomy, out, config=config)
+    monkeypatch.undo()
+    store = SimulationStore.open(tmp_path / "posterior.partial" / "simulations.zarr", mode="r")
+    assert store.completed(2) == 15  # the calibration's round: 5 solves, 3 maps each
+    calls = count_solves(monkeypatch)
+    run = fit(patient, anatomy, out, config=config, resume=True)
+    assert sum(calls) == 5 and run.result.num_simulations == 70
+    assert torch.equal(run.result.samples, reference.result.samples)
+    report = (out / "report.md").read_text()
+    scales = ", ".join(f"{n} {c:.2f}" for n, c in zip(("D", "rho", "u_T1", "u_T2"), run.result.conformal_scales))
+    assert f"scaled by {scales}" in report and "of 10 solves it was not trained on" in report
+
+
 def test_resume_with_other_inputs_is_refused(patient, anatomy, tmp_path, monkeypatch):
     out = tmp_path / "posterior"
     crash_midway(patient, anatomy, out, monkeypatch)

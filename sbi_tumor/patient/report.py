@@ -133,7 +133,11 @@ def run_report(run: InferenceRun, prior_name: str, seconds: float, files: dict[s
         f"- Method: {result.method}, {len(result.training)} rounds, {result.num_simulations} simulations "
         f"(embedding {result.config['embedding']}, seed {result.config['seed']})",
         f"- Time: {seconds:.0f} s ({result.simulation_time:.0f} s simulating, "
-        f"{result.training_time:.0f} s training)", "",
+        f"{result.training_time:.0f} s training)",
+        *([f"- Calibrated: the network's posterior scaled by {', '.join(f'{n} {c:.2f}' for n, c in zip(names, result.conformal_scales))} "
+           f"(> 1 wider) about its median, so that its 90% intervals hold the truth of "
+           f"{result.config['calibration_solves']} solves it was not trained on (split conformal)"]
+          if result.conformal_scales else []), "",
         "| parameter | MAP | median | 90% interval | contraction |" + (" truth |" if run.truth else ""),
         "|---|---|---|---|---|" + ("---|" if run.truth else ""),
     ]

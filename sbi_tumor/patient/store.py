@@ -17,7 +17,7 @@ import torch
 
 from ..config import InferenceConfig
 
-from ..inference import ObservedManyTimes, parameter_pairs, simulate_round
+from ..inference import ObservedManyTimes, parameter_pairs, round_label, simulate_round
 from ..io import package_version
 from ..one_scan import OneScanSimulator
 from ..simulator import TumorSimulator
@@ -211,7 +211,8 @@ class SimulationStore:
 
 
 #: Inference settings added after 0.3, with the value that reproduces a run started before them.
-_NEW_INFERENCE_SETTINGS = {"density_estimator": "mdn", "ensemble_size": 1, "proposal_widening": 2.0}
+_NEW_INFERENCE_SETTINGS = {"density_estimator": "mdn", "ensemble_size": 1, "proposal_widening": 2.0,
+                           "calibration_solves": 0}
 
 
 def open_store(path: Path, grid_shape: Sequence[int], settings: dict, resume: bool,
@@ -270,11 +271,11 @@ def stored_simulate(store: SimulationStore, simulator: TumorSimulator | OneScanS
             stored, _ = store.load(r)
             if not torch.equal(stored, pairs[done]):
                 raise StoreError(
-                    f"The parameters redrawn for round {r + 1} differ from those stored in "
+                    f"The parameters redrawn for the {round_label(r, config.num_rounds)} differ from those stored in "
                     f"{store.path}: this machine does not reproduce the interrupted run (another "
                     "torch version or thread count?). Delete the work directory and start afresh.")
         if pending.size:
-            desc = f"round {r + 1}/{config.num_rounds} simulations"
+            desc = round_label(r, config.num_rounds)
             stored_solves = len(theta) - pending.size
 
             def write(start: int, tb: torch.Tensor, xb: np.ndarray) -> None:
