@@ -6,9 +6,9 @@ library loads; the modules that use them import them from here.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, get_args
-from .conformal import MIN_CALIBRATION_SOLVES
 
 __all__ = ["DEFAULT_AUGMENT", "DEFAULT_COMPONENTS", "DENSITY_ESTIMATORS", "EMBEDDING_NAMES", "GREY_MATTER_RATIO", "SUMMARY_QUANTILES", "SYNTHETIC_SEED_MM", "INFILTRATION_LEVELS", "MAX_DAY", "MAX_STEPS", "InferenceConfig", "METHODS", "Method", "PARAMETER_LABELS",
            "PARAMETER_NAMES", "PRESETS", "ONE_SCAN_NAMES", "ONE_SCAN_LABELS", "CSV_COLUMNS", "parameter_names", "parameter_labels", "INFILTRATION_LENGTH_MM", "FRONT_RADIUS_MM", "PriorPreset", "SEED_SIGMA_MM"]
@@ -175,6 +175,11 @@ METHODS: tuple[str, ...] = get_args(Method)
 #: analytic correction needs its own mixture-density network.
 DENSITY_ESTIMATORS: tuple[str, ...] = ("mdn", "nsf", "maf")
 
+
+#: The central interval the conformal widening calibrates (``sbi_tumor.conformal``).
+CONFORMAL_MASS = 0.9
+#: Fewer calibration solves than this cannot give a (n + 1) 0.9-th score.
+MIN_CALIBRATION_SOLVES = math.ceil(CONFORMAL_MASS / (1 - CONFORMAL_MASS))
 
 #: Training pairs per solve with TSNPE when ``augment`` is not given (``benchmarks/defaults.py``).
 DEFAULT_AUGMENT = 10

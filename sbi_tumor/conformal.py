@@ -34,11 +34,12 @@ from typing import Any
 import torch
 from torch.distributions import Distribution, biject_to, constraints
 
-__all__ = ["CONFORMAL_MASS", "ConformalPosterior", "conformal_scales", "inside_box", "interval_scores",
+from .config import CONFORMAL_MASS, MIN_CALIBRATION_SOLVES
+from .posteriors import PosteriorView, best_of_draws
+
+__all__ = ["CONFORMAL_MASS", "MIN_CALIBRATION_SOLVES", "ConformalPosterior", "conformal_scales", "inside_box", "interval_scores",
            "unbounded_transform"]
 
-#: The central interval the widening calibrates: the 90% interval of the calibration target.
-CONFORMAL_MASS = 0.9
 #: A calibration pair whose posterior puts less of its mass inside the prior's box than this
 #: counts as not covered at any scale (sbi's rejection sampling there would not end).
 MIN_INSIDE = 0.01
@@ -46,8 +47,6 @@ MIN_INSIDE = 0.01
 CENTER_SAMPLES = 10_000
 #: ``sample_batched`` widens about the median of its own draws from this many per x on.
 MIN_OWN_CENTER = 100
-#: Fewer calibration solves than this cannot give a (n + 1) 0.9-th score.
-MIN_CALIBRATION_SOLVES = math.ceil(CONFORMAL_MASS / (1 - CONFORMAL_MASS))
 
 
 def unbounded_transform(prior: Distribution) -> torch.distributions.Transform:
@@ -128,7 +127,7 @@ def _scores(posterior: Any, theta: torch.Tensor, x: torch.Tensor, transform: tor
     return interval_scores(transform(samples.double())[:, None], transform(theta.double())[None], mass)[0]
 
 
-class ConformalPosterior:
+class ConformalPosterior(PosteriorView):
     """An sbi posterior widened per parameter by ``scales`` about its median (module docstring).
 
     Offers what an sbi posterior offers to this package and to sbi's diagnostics (``sample``,
@@ -142,16 +141,9 @@ class ConformalPosterior:
     """
 
     def __init__(self, posterior: Any, scales: torch.Tensor, transform: torch.distributions.Transform):
-        self.posterior, self.scales, self.transform = posterior, torch.as_tensor(scales, dtype=torch.float64), transform
-        self._centers: dict[int, torch.Tensor] = {}
-
-    @property
-    def default_x(self) -> torch.Tensor | None:
-        return self.posterior.default_x
-
-    def set_default_x(self, x: torch.Tensor) -> "ConformalPosterior":
-        self.posterior.set_default_x(x)
-        return self
+        super().__init__(posterior)
+        self.scales, self.transform = torch.as_tensor(scales, dtype=torch.float64), transform
+        self._centers: dict[str, torch.Tensor] = {}  # sha1 of x -> its median
 
     def center(self, x: torch.Tensor | None = None) -> torch.Tensor:
         """The median in unbounded coordinates of ``CENTER_SAMPLES`` draws at ``x``, ``(d,)``
@@ -202,5 +194,4 @@ class ConformalPosterior:
 
     def map(self, num_init_samples: int = 1000, **_: Any) -> torch.Tensor:
         """The best of ``num_init_samples`` draws by the widened density, at ``default_x``."""
-        theta = self.sample((num_init_samples,), show_progress_bars=False)
-        return theta[self.log_prob(theta).argmax()]
+        return best_of_draws(self, num_init_samples)

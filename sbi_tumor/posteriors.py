@@ -21,7 +21,8 @@ import torch
 
 from .prior import log_rates, rates
 
-__all__ = ["FeaturePosterior", "LogRatesPosterior", "ReparametrizedPosterior", "UnitBoxPosterior", "label_map_features"]
+__all__ = ["FeaturePosterior", "LogRatesPosterior", "PosteriorView", "ReparametrizedPosterior", "UnitBoxPosterior",
+           "best_of_draws", "label_map_features"]
 
 
 @torch.no_grad()
@@ -76,16 +77,35 @@ class FeaturePosterior:
         return self.posterior.map(**kwargs)
 
 
-class ReparametrizedPosterior:
+def best_of_draws(posterior: Any, num_samples: int) -> torch.Tensor:
+    """The best of ``num_samples`` draws at ``default_x`` by the posterior's own ``log_prob``: the
+    MAP of a view whose density sbi's ``map()`` does not climb."""
+    theta = posterior.sample((num_samples,), show_progress_bars=False)
+    return theta[posterior.log_prob(theta).argmax()]
+
+
+class PosteriorView:
+    """A view of the posterior ``.posterior`` that shares its default x."""
+
+    def __init__(self, posterior: Any):
+        self.posterior = posterior
+
+    @property
+    def default_x(self) -> torch.Tensor | None:
+        return self.posterior.default_x
+
+    def set_default_x(self, x: torch.Tensor) -> "PosteriorView":
+        self.posterior.set_default_x(x)
+        return self
+
+
+class ReparametrizedPosterior(PosteriorView):
     """Theta-space view of an sbi posterior trained on ``phi = to_phi(theta)``, a bijection.
 
     ``sample``, ``log_prob``, ``map`` and ``set_default_x`` behave as on an sbi posterior over
     theta; the posterior over phi is ``.posterior``. Subclasses define ``to_theta``, ``to_phi``
     and ``log_det(theta)``, the log absolute Jacobian determinant of ``to_phi``.
     """
-
-    def __init__(self, posterior: Any):
-        self.posterior = posterior
 
     def to_theta(self, phi: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -95,14 +115,6 @@ class ReparametrizedPosterior:
 
     def log_det(self, theta: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
-
-    @property
-    def default_x(self) -> torch.Tensor | None:
-        return self.posterior.default_x
-
-    def set_default_x(self, x: torch.Tensor) -> "ReparametrizedPosterior":
-        self.posterior.set_default_x(x)
-        return self
 
     def sample(self, sample_shape=torch.Size(), x: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         """Samples of theta, ``(*sample_shape, d)``."""
@@ -155,8 +167,7 @@ class UnitBoxPosterior(ReparametrizedPosterior):
     def map(self, num_init_samples: int = 1000, **_: Any) -> torch.Tensor:
         """The best of ``num_init_samples`` draws by the corrected density: sbi's NPE_A posterior
         corrects ``sample`` and ``log_prob``, but its ``map()`` climbs the uncorrected network."""
-        theta = self.sample((num_init_samples,), show_progress_bars=False)
-        return theta[self.log_prob(theta).argmax()]
+        return best_of_draws(self, num_init_samples)
 
     def sample_batched(self, sample_shape, x: torch.Tensor, **kwargs) -> torch.Tensor:
         """One ``sample`` per x, stacked as sbi's ``(*sample_shape, len(x), d)``: sbi's NPE_A
