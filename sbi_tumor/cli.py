@@ -294,7 +294,8 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
                        help="embedding net of the label maps")
     group.add_argument("--density-estimator", default=defaults.density_estimator, choices=DENSITY_ESTIMATORS,
                        help="sbi's density estimator: mdn (Gaussian mixture), nsf or maf (normalising flows: "
-                            "better calibrated, about 3x the training time); NPE_A needs mdn")
+                            "better calibrated, about 3x the training time), fmpe (flow matching, with --rounds 1 only); "
+                            "NPE_A needs mdn")
     group.add_argument("--components", type=COUNT, default=None,
                        help=f"mixture components of the mdn (default {DEFAULT_COMPONENTS}; 1 with NPE_A)")
     group.add_argument("--ensemble", type=number(int, 1, high=21, strict=False), default=defaults.ensemble_size,

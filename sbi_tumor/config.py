@@ -172,8 +172,11 @@ Method = Literal["NPE_A", "NPE_B", "NPE_C", "TSNPE"]
 
 METHODS: tuple[str, ...] = get_args(Method)
 #: sbi density estimators (``posterior_nn(model=...)``) for the methods other than NPE_A, whose
-#: analytic correction needs its own mixture-density network.
-DENSITY_ESTIMATORS: tuple[str, ...] = ("mdn", "nsf", "maf")
+#: analytic correction needs its own mixture-density network; ``"fmpe"`` is sbi's flow matching
+#: (``FMPE`` with ``posterior_flow_nn``), one round only: its density is an ODE solve with the exact
+#: divergence (3.4 ms per theta on 2 cores), and TSNPE's truncation evaluates 1e5 densities for
+#: each later round's region and one per prior draw it rejects (docs, Benchmarks, NPE variants).
+DENSITY_ESTIMATORS: tuple[str, ...] = ("mdn", "nsf", "maf", "fmpe")
 
 
 #: The central interval the conformal widening calibrates (``sbi_tumor.conformal``).
@@ -205,7 +208,8 @@ class InferenceConfig:
         num_simulations: forward simulations per round.
         density_estimator: sbi's density estimator, ``"mdn"`` (mixture of Gaussians, the
             default), ``"nsf"`` (neural spline flow) or ``"maf"`` (masked autoregressive flow);
-            ``NPE_A`` needs ``"mdn"`` (its correction is analytic).
+            ``NPE_A`` needs ``"mdn"`` (its correction is analytic); ``"fmpe"`` (sbi's flow
+            matching, FMPE) needs ``num_rounds=1``, because its density is an ODE solve.
         num_components: mixture components of the MDN; ``None`` (the default) means
             ``DEFAULT_COMPONENTS`` (5), and 1 with ``NPE_A`` (2 and 5 complete on every paper truth
             too, but meet every target less often: docs, Benchmarks, NPE_A).
@@ -298,6 +302,10 @@ class InferenceConfig:
         if self.method == "NPE_A" and self.density_estimator != "mdn":
             raise ValueError(f"NPE_A corrects a Gaussian mixture analytically: density_estimator must be 'mdn', got "
                              f"{self.density_estimator!r} (CLI: --density-estimator).")
+        if self.density_estimator == "fmpe" and self.num_rounds != 1:
+            raise ValueError(f"density_estimator='fmpe' needs num_rounds=1 (its density is an ODE solve, 3.4 ms per "
+                             f"theta, and each later round's truncated prior needs 1e5 or more of them; CLI: --rounds "
+                             f"1), got num_rounds={self.num_rounds}.")
         check_positive(self, "learning_rate")
         if not self.proposal_widening >= 1:
             raise ValueError(f"proposal_widening must be >= 1 (a proposal as wide as the posterior or wider), got "

@@ -165,6 +165,13 @@ def _trainer(prior: Distribution, x_o: torch.Tensor, config: InferenceConfig, pr
         builder = _standardizing(posterior_nn("mdn_snpe_a", z_score_theta="none", **common), embedding)
         return NPE_A(prior=prior, density_estimator=builder, num_components=config.num_components,
                      show_progress_bars=progress, tracker=CurveTracker()), embedding
+    if config.density_estimator == "fmpe":  # a vector field, not a density: sbi's flow-matching trainer
+        from sbi.inference import FMPE
+        from sbi.neural_nets import posterior_flow_nn
+
+        builder = _standardizing(posterior_flow_nn(**common), embedding)
+        return FMPE(prior=prior, vf_estimator=builder, show_progress_bars=progress,
+                    tracker=CurveTracker()), embedding
     if config.density_estimator == "mdn":
         common["num_components"] = config.num_components
     builder = _standardizing(posterior_nn(config.density_estimator, **common), embedding)
@@ -360,7 +367,10 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
             posterior = members[0] if len(members) == 1 else \
                 EnsemblePosterior(members, theta_transform=members[0].theta_transform)
             posterior.set_default_x(x_train_o)
-            if truncated:
+            # The last round's region is drawn from only by calibration solves after more than one
+            # round: estimating it takes 1e5 posterior densities (0.1 s for the MDN, 6 min for FMPE).
+            drawn_from = r < config.num_rounds - 1 or (config.calibration_solves and config.num_rounds > 1)
+            if truncated and drawn_from:
                 proposal, region = _truncated_prior(prior, posterior, config.truncation_quantile)
             elif config.method == "NPE_A":
                 _check_inside_prior(posterior, r + 1)
@@ -394,7 +404,12 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
         if config.ensemble_size > 1:  # sbi's ensemble returns its members' samples one after another
             samples = samples[torch.randperm(len(samples))]
         posterior.set_default_x(x_o)  # sbi 0.27's map() no longer takes x
-        map_ = posterior.map(show_progress_bars=False, num_init_samples=500, num_iter=200)
+        if config.density_estimator == "fmpe":
+            # sbi's map() climbs FMPE's density through its ODE (minutes for 500 starts x 200
+            # steps): the best of the samples instead, num_posterior_samples densities.
+            map_ = samples[posterior.log_prob(samples).argmax()]
+        else:
+            map_ = posterior.map(show_progress_bars=False, num_init_samples=500, num_iter=200)
     result = InferenceResult(
         method=config.method, samples=samples, map=map_.reshape(-1), theta_per_round=thetas,
         training=training, wall_time=time.perf_counter() - start, simulation_time=t_sim,
