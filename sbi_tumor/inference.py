@@ -368,7 +368,7 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
                 EnsemblePosterior(members, theta_transform=members[0].theta_transform)
             posterior.set_default_x(x_train_o)
             # The last round's region is drawn from only by calibration solves after more than one
-            # round: estimating it takes 1e5 posterior densities (0.1 s for the MDN, 6 min for FMPE).
+            # round: estimating it takes 1e5 posterior densities (0.1 s for the MDN, minutes for FMPE).
             drawn_from = r < config.num_rounds - 1 or (config.calibration_solves and config.num_rounds > 1)
             if truncated and drawn_from:
                 proposal, region = _truncated_prior(prior, posterior, config.truncation_quantile)
