@@ -171,8 +171,8 @@ Method = Literal["NPE_A", "NPE_B", "NPE_C", "TSNPE"]
 
 
 METHODS: tuple[str, ...] = get_args(Method)
-#: sbi density estimators (``posterior_nn(model=...)``) for the methods other than NPE_A, whose
-#: analytic correction needs its own mixture-density network; ``"fmpe"`` is sbi's flow matching
+#: sbi density estimators for the methods other than NPE_A, whose analytic correction needs its own
+#: mixture-density network: ``posterior_nn(model=...)``'s, and ``"fmpe"``, sbi's flow matching
 #: (``FMPE`` with ``posterior_flow_nn``), one round only: its density is an ODE solve with the exact
 #: divergence (3.4 ms per theta on 2 cores), and TSNPE's truncation evaluates 1e5 densities for
 #: each later round's region and one per prior draw it rejects (docs, Benchmarks, NPE variants).
@@ -304,10 +304,12 @@ class InferenceConfig:
         if self.method == "NPE_A" and self.density_estimator != "mdn":
             raise ValueError(f"NPE_A corrects a Gaussian mixture analytically: density_estimator must be 'mdn', got "
                              f"{self.density_estimator!r} (CLI: --density-estimator).")
-        if self.density_estimator == "fmpe" and self.num_rounds != 1:
-            raise ValueError(f"density_estimator='fmpe' needs num_rounds=1 (its density is an ODE solve, 3.4 ms per "
-                             f"theta, and each later round's truncated prior needs 1e5 or more of them; CLI: --rounds "
-                             f"1), got num_rounds={self.num_rounds}.")
+        if self.density_estimator == "fmpe" and (self.num_rounds != 1 or self.method != "TSNPE"):
+            # sbi's FMPE takes no proposal, and one round of it is the same under any method.
+            raise ValueError(f"density_estimator='fmpe' needs num_rounds=1 and method='TSNPE' (its density is an ODE "
+                             f"solve, 3.4 ms per theta, and each later round's truncated prior needs 1e5 or more of "
+                             f"them; CLI: --rounds 1 --method TSNPE, or --density-estimator nsf for several rounds), "
+                             f"got num_rounds={self.num_rounds} with {self.method!r}.")
         check_positive(self, "learning_rate")
         if not self.proposal_widening >= 1:
             raise ValueError(f"proposal_widening must be >= 1 (a proposal as wide as the posterior or wider), got "

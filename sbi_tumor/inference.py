@@ -247,6 +247,7 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
 
     Returns:
         ``(posterior, result)``: an sbi posterior with ``default_x = x_o`` (a ``DirectPosterior``;
+        a ``VectorFieldPosterior`` with ``density_estimator="fmpe"``;
         sbi's ``EnsemblePosterior`` with ``ensemble_size > 1``; with the radial embedding inside a
         [`FeaturePosterior`][sbi_tumor.posteriors.FeaturePosterior]; with ``log_space``, its
         [`LogRatesPosterior`][sbi_tumor.posteriors.LogRatesPosterior] view; with ``NPE_A``, its
@@ -370,8 +371,9 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
             # The last round's region is drawn from only by calibration solves after more than one
             # round: estimating it takes 1e5 posterior densities (0.1 s for the MDN, minutes for FMPE).
             drawn_from = r < config.num_rounds - 1 or (config.calibration_solves and config.num_rounds > 1)
-            if truncated and drawn_from:
-                proposal, region = _truncated_prior(prior, posterior, config.truncation_quantile)
+            if truncated:
+                if drawn_from:
+                    proposal, region = _truncated_prior(prior, posterior, config.truncation_quantile)
             elif config.method == "NPE_A":
                 _check_inside_prior(posterior, r + 1)
                 proposal = WidenedGaussian(posterior, config.proposal_widening)
@@ -406,7 +408,7 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
         posterior.set_default_x(x_o)  # sbi 0.27's map() no longer takes x
         if config.density_estimator == "fmpe":
             # sbi's map() climbs FMPE's density through its ODE (minutes for 500 starts x 200
-            # steps): the best of the samples instead, num_posterior_samples densities.
+            # steps): the best of the samples already drawn (best_of_draws would draw more).
             map_ = samples[posterior.log_prob(samples).argmax()]
         else:
             map_ = posterior.map(show_progress_bars=False, num_init_samples=500, num_iter=200)

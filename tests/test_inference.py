@@ -28,6 +28,16 @@ def problem():
     return sim, prior, sim(TRUTH)
 
 
+def count_regions(monkeypatch) -> list[int]:
+    """A list that grows by one each time a run estimates a truncated region."""
+    import sbi_tumor.inference as inference
+
+    calls, truncated_prior = [], inference._truncated_prior
+    monkeypatch.setattr(inference, "_truncated_prior",
+                        lambda *a, **kw: calls.append(1) or truncated_prior(*a, **kw))
+    return calls
+
+
 def quick(method, **kw):
     base = dict(method=method, num_rounds=2, num_simulations=120, embedding="mlp",
                 embedding_kwargs={"hidden": 32}, num_components=1 if method == "NPE_A" else 3,
@@ -128,9 +138,11 @@ def test_augmented_tsnpe_observes_each_solve_several_times(problem, monkeypatch)
     monkeypatch.setattr(sim, "solve", lambda theta: solved.append(len(theta)) or solve(theta))
     monkeypatch.setattr(NPE_C, "append_simulations",
                         lambda self, theta, x, **kw: appended.append(len(theta)) or append(self, theta, x, **kw))
+    regions = count_regions(monkeypatch)
     config = quick("TSNPE", augment=4, embedding="radial", embedding_kwargs={})
     posterior, result = run_sequential_npe(sim, prior, x_o, config, progress=False)
     assert sum(solved) == result.num_simulations == 240 and len(result.theta_per_round[1]) == 120
+    assert len(regions) == 1  # round 2's; nothing draws from a region after the last round
     assert appended == [480, 480]  # 4 pairs per solve
     speed = 2 * (result.samples[:, 0] * result.samples[:, 1]).sqrt()
     true_speed = 2 * (TRUTH[0, 0] * TRUTH[0, 1]).sqrt()
@@ -255,7 +267,7 @@ def test_a_flow_takes_the_mixtures_place(problem):
     # the front speed, which one label map pins, contracts about the truth's (1.55 mm/day): its
     # std 0.68-0.77 of the prior's, its mean 1.53-1.61, over seeds 1-4 (80 solves: 0.80-0.83)
     speed, truth = 2 * result.samples[:, :2].prod(1).sqrt(), 2 * TRUTH[0, :2].prod().sqrt()
-    assert speed.std() < 0.85 * (2 * prior.sample((4000,))[:, :2].prod(1).sqrt()).std()
+    assert speed.std() < 0.8 * (2 * prior.sample((4000,))[:, :2].prod(1).sqrt()).std()
     assert abs(speed.mean() - truth) < 0.1
 
 
@@ -263,17 +275,16 @@ def test_flow_matching_learns_in_one_round_and_refuses_more(problem):
     sim, prior, x_o = problem
     with pytest.raises(ValueError, match="density_estimator='fmpe' needs num_rounds=1 .*ODE solve.*got num_rounds=2"):
         quick("TSNPE", density_estimator="fmpe")
+    with pytest.raises(ValueError, match="needs num_rounds=1 and method='TSNPE'.*got num_rounds=1 with 'NPE_C'"):
+        quick("NPE_C", density_estimator="fmpe", num_rounds=1)  # sbi's FMPE would fail after the simulations
     config = quick("TSNPE", density_estimator="fmpe", num_rounds=1, num_simulations=150, max_num_epochs=30,
                    num_posterior_samples=500)
     posterior, result = run_sequential_npe(sim, prior, x_o, config, progress=False)
     assert type(posterior).__name__ == "VectorFieldPosterior"  # sbi's, as FMPE builds it
-    low, high = prior.support.base_constraint.lower_bound, prior.support.base_constraint.upper_bound
-    assert ((result.samples >= low) & (result.samples <= high)).all() and result.num_simulations == 150
-    assert ((result.map >= low) & (result.map <= high)).all()
     # the front speed contracts about the truth's: std 0.59-0.74 of the prior's, mean 1.49-1.59
     # (truth 1.55 mm/day) over seeds 1-4
     speed, truth = 2 * result.samples[:, :2].prod(1).sqrt(), 2 * TRUTH[0, :2].prod().sqrt()
-    assert speed.std() < 0.85 * (2 * prior.sample((4000,))[:, :2].prod(1).sqrt()).std()
+    assert speed.std() < 0.8 * (2 * prior.sample((4000,))[:, :2].prod(1).sqrt()).std()
     assert abs(speed.mean() - truth) < 0.1
 
 
@@ -477,9 +488,11 @@ def test_calibration_solves_widen_the_posterior_and_are_counted(problem, monkeyp
     rounds = []
     solve = sim.solve
     monkeypatch.setattr(sim, "solve", lambda theta: rounds.append(len(theta)) or solve(theta))
+    regions = count_regions(monkeypatch)
     config = quick("TSNPE", augment=4, embedding="radial", embedding_kwargs={}, calibration_solves=30)
     posterior, result = run_sequential_npe(sim, prior, x_o, config, progress=False)
     assert isinstance(posterior, ConformalPosterior) and sum(rounds) == result.num_simulations == 270
+    assert len(regions) == 2  # the calibration solves come from the last round's region too
     scales = torch.tensor(result.conformal_scales)
     assert scales.shape == (4,) and ((scales > 0.3) & (scales < 5)).all()
     summary = result.summary()["parameters"]
