@@ -209,7 +209,7 @@ class InferenceConfig:
         density_estimator: sbi's density estimator, ``"mdn"`` (mixture of Gaussians, the
             default), ``"nsf"`` (neural spline flow) or ``"maf"`` (masked autoregressive flow);
             ``NPE_A`` needs ``"mdn"`` (its correction is analytic); ``"fmpe"`` (sbi's flow
-            matching, FMPE) needs ``num_rounds=1``, because its density is an ODE solve, and is
+            matching, FMPE) needs ``num_rounds=1`` with ``TSNPE``, because its density is an ODE solve, and is
             not bounded to the prior's box: at label maps where it puts most of its mass outside,
             sbi's rejection sampling slows to a crawl (seen for held-out maps after 250 solves).
         num_components: mixture components of the MDN; ``None`` (the default) means
