@@ -46,7 +46,7 @@ from .config import CSV_COLUMNS, SUMMARY_QUANTILES, InferenceConfig, parameter_n
 
 from .embedding import make_embedding
 from .identifiability import contraction
-from .posteriors import FeaturePosterior, LogRatesPosterior, UnitBoxPosterior, label_map_features
+from .posteriors import FeaturePosterior, LogRatesPosterior, UnitBoxPosterior, best_of_draws, label_map_features
 from .sbi_compat import CONSTANT_DATA_WARNING, FOREIGN_PROPOSAL_WARNING, SAMPLING_BATCH_NOTE, epoch_cap_rounds, explained_failures, quiet, sample_truncated
 from .one_scan import OneScanPrior
 from .prior import LogUniformBox, _LogRatesPrior, log_rates_prior
@@ -408,8 +408,8 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
         posterior.set_default_x(x_o)  # sbi 0.27's map() no longer takes x
         if config.density_estimator == "fmpe":
             # sbi's map() climbs FMPE's density through its ODE (minutes for 500 starts x 200
-            # steps): the best of the samples already drawn (best_of_draws would draw more).
-            map_ = samples[posterior.log_prob(samples).argmax()]
+            # steps): the best of the samples already drawn.
+            map_ = best_of_draws(posterior, samples)
         else:
             map_ = posterior.map(show_progress_bars=False, num_init_samples=500, num_iter=200)
     result = InferenceResult(

@@ -77,10 +77,11 @@ class FeaturePosterior:
         return self.posterior.map(**kwargs)
 
 
-def best_of_draws(posterior: Any, num_samples: int) -> torch.Tensor:
-    """The best of ``num_samples`` draws at ``default_x`` by the posterior's own ``log_prob``: the
-    MAP of a view whose density sbi's ``map()`` does not climb."""
-    theta = posterior.sample((num_samples,), show_progress_bars=False)
+def best_of_draws(posterior: Any, draws: int | torch.Tensor) -> torch.Tensor:
+    """The best of ``draws`` (a number of new draws at ``default_x``, or draws already made,
+    ``(N, d)``) by the posterior's own ``log_prob``: the MAP of a posterior whose density sbi's
+    ``map()`` does not climb, or climbs too slowly (FMPE's, through its ODE)."""
+    theta = posterior.sample((draws,), show_progress_bars=False) if isinstance(draws, int) else draws
     return theta[posterior.log_prob(theta).argmax()]
 
 
