@@ -358,6 +358,8 @@ class Patient:
                   np.array([np.nan if self.day is None else self.day, self.roi_size_mm, self.ratio,
                             self.anatomy.tissue_threshold])):
             h.update(np.ascontiguousarray(a).tobytes())
+        if initial is not None and initial.tail:  # a run without the tail (before 0.4) is another model
+            h.update(b"front tail")
         return h.hexdigest()
 
     def save(self, path: str | Path) -> None:
@@ -371,7 +373,8 @@ class Patient:
             roi_size_mm=self.roi_size_mm, ratio=self.ratio, one_scan=initial is None,
             seed_mm=np.array(initial.seed_mm if initial is not None and initial.seed_mm is not None else []),
             density=(initial.density if initial is not None and initial.density is not None
-                     else np.zeros(0, np.float32)))
+                     else np.zeros(0, np.float32)),
+            tail=initial is not None and initial.tail)
 
     @classmethod
     def load(cls, path: str | Path) -> "Patient":
@@ -380,7 +383,7 @@ class Patient:
                               tissue_threshold=float(f["tissue_threshold"]))
             initial = (None if "one_scan" in f and bool(f["one_scan"])
                        else InitialCondition(seed_mm=tuple(f["seed_mm"].tolist())) if f["seed_mm"].size
-                       else InitialCondition(density=f["density"]))
+                       else InitialCondition(density=f["density"], tail="tail" in f and bool(f["tail"])))
             day = float(f["day"])
             return cls(anatomy=anatomy, t1=f["t1"], t2=f["t2"], day=None if np.isnan(day) else day,
                        initial=initial,
@@ -459,7 +462,9 @@ def load_patient(t1: str | Path, t2: str | Path | None, day: float | None = None
             mask0_in, affine0 = load_mask(t2_initial, "Initial T2 segmentation")
             mask0 = to_anatomy_grid(mask0_in, affine0, anatomy, "mask", name="initial T2 segmentation")
         adc_a = to_anatomy_grid(adc_map, adc_affine, anatomy, "continuous", name="ADC map")
-        initial = InitialCondition(density=adc_to_density(adc_a, mask0))
+        # The ADC map shows cells only inside T2, where the density is above u_T2; the tail
+        # puts back the rest of the front, as each simulation's (D, rho) shapes it.
+        initial = InitialCondition(density=adc_to_density(adc_a, mask0), tail=True)
 
     elif not ((t1a if t1a.any() else t2a) & anatomy.tissue).any():
         raise InputError("No voxel of the " + ("T1 core" if t1a.any() else "T2 region") + " lies on brain "
