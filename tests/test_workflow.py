@@ -123,6 +123,7 @@ def write(path: Path, data, affine) -> Path:
     ("day before initial", "before the initial condition"),
     ("day zero", "is 0"),
     ("adc and seed", "not both"),
+    ("tail without adc", "needs an ADC"),
     ("different T1/T2 grids", "must be on one grid"),
     ("not registered", "registered to the anatomy"),
 ])
@@ -156,6 +157,8 @@ def test_bad_inputs_say_what_to_fix(case, message, patient, anatomy, tmp_path):
         args["day"] = 0.0
     elif case == "adc and seed":
         kw["seed_mm"] = (0.0, 0.0, 0.0)
+    elif case == "tail without adc":
+        kw = dict(anatomy=anatomy, seed_mm=(0.0, 0.0, 0.0), adc_tail=False)
     elif case == "different T1/T2 grids":
         args["t1"] = write(tmp_path / "t1.nii.gz", t1_data[:-1], affine)
     elif case == "not registered":  # an anatomy whose tissue is not where the tumour is

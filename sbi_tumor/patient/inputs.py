@@ -395,7 +395,7 @@ def load_patient(t1: str | Path, t2: str | Path | None, day: float | None = None
                  adc: str | Path | None = None,
                  t2_initial: str | Path | None = None, seed_mm: Sequence[float] | None = None,
                  anatomy: Anatomy | None = None, ratio: float = GREY_MATTER_RATIO, roi_margin_mm: float = 16.0,
-                 min_roi_mm: float = 64.0) -> Patient:
+                 min_roi_mm: float = 64.0, adc_tail: bool = True) -> Patient:
     """Read and check one patient's images; every problem raises an ``InputError`` saying what to fix.
 
     Args:
@@ -415,12 +415,19 @@ def load_patient(t1: str | Path, t2: str | Path | None, day: float | None = None
             margin on each side, and at least ``min_roi_mm`` wide.
         min_roi_mm: the ROI is the T2 extent around the tumour centre plus this
             margin on each side, and at least ``min_roi_mm`` wide.
+        adc_tail: with ``adc``, each simulation adds its front's tail beyond the initial T2
+            segmentation, where the ADC map shows no cells
+            ([`InitialCondition`][sbi_tumor.simulator.InitialCondition] ``tail``); False keeps the
+            density of 0.3 and earlier, zero outside that segmentation.
     """
     if adc is not None and seed_mm is not None:
         raise InputError("Give one initial condition: an ADC map (--adc) or a seed point (--seed-mm X Y Z), "
                          "not both (or neither, to infer the origin from one scan).")
     if t2_initial is not None and adc is None:
         raise InputError("t2_initial (--t2-initial) masks the ADC map; it needs an ADC map (--adc).")
+    if not adc_tail and adc is None:
+        raise InputError("adc_tail=False (--no-adc-tail) changes the ADC initial condition; it needs an ADC "
+                         "map (--adc).")
     one_scan = adc is None and seed_mm is None
     if day is None and not one_scan:
         raise InputError("With " + ("an ADC map" if adc is not None else "a seed point") + ", give the days "
@@ -464,7 +471,7 @@ def load_patient(t1: str | Path, t2: str | Path | None, day: float | None = None
         adc_a = to_anatomy_grid(adc_map, adc_affine, anatomy, "continuous", name="ADC map")
         # The ADC map shows cells only inside T2, where the density is above u_T2; the tail
         # puts back the rest of the front, as each simulation's (D, rho) shapes it.
-        initial = InitialCondition(density=adc_to_density(adc_a, mask0), tail=True)
+        initial = InitialCondition(density=adc_to_density(adc_a, mask0), tail=adc_tail)
 
     elif not ((t1a if t1a.any() else t2a) & anatomy.tissue).any():
         raise InputError("No voxel of the " + ("T1 core" if t1a.any() else "T2 region") + " lies on brain "
