@@ -155,7 +155,6 @@ def cmd_infer(args: argparse.Namespace) -> int:
     config, segmentations = _inference_config(args), _segmentations(args)  # options first
     try:
         run = infer_patient(*segmentations, args.day, adc=args.adc, t2_initial=args.t2_initial,
-                            adc_tail=args.adc_tail,
                             seed_mm=args.seed_mm, anatomy=anatomy_from_args(args), prior=args.prior,
                             config=config, ratio=args.ratio, out_dir=args.out,
                             resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
@@ -376,9 +375,6 @@ def build_parser() -> argparse.ArgumentParser:
                          help="seed point of the tumour in world (scanner/MNI) mm")
     p.add_argument("--t2-initial", help="T2 segmentation of the ADC scan (where ADC gives the density; "
                                         "default --t2)")
-    p.add_argument("--no-adc-tail", dest="adc_tail", action="store_false",
-                   help="with --adc, no front tail beyond --t2-initial: the density is 0 where the ADC map "
-                        "shows no cells, as in 0.3 (by default each simulation adds its own front's tail there)")
     p.add_argument("--prior", default="human", choices=sorted(PRESETS),
                    help="prior box: human glioma ranges (default) or the paper's synthetic ranges; with one scan "
                         "(no --seed-mm/--adc) only its threshold box, the origin, ell and tau having their own prior")

@@ -25,7 +25,6 @@ from typing import Literal, Sequence, get_args
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from .anatomy import Anatomy
 from .observation import check_thresholds, label_map
@@ -36,7 +35,7 @@ from .torch_solver import TorchFKSolver
 
 Backend = Literal["auto", "numba", "numpy", "torch"]
 
-__all__ = ["TumorSimulator", "InitialCondition", "front_tail"]
+__all__ = ["TumorSimulator", "InitialCondition"]
 
 
 @dataclass(frozen=True)
@@ -48,24 +47,15 @@ class InitialCondition:
             same tumour on every grid (see [`seed_density`][sbi_tumor.solver.seed_density]).
         density: density map in [0, 1], shape of the (uncropped) anatomy.
         sigma_mm: width of the seed (mm), default ``SEED_SIGMA_MM`` (3 mm).
-        tail: ``density`` ends at the edge of a segmentation (an ADC map shows cells only inside
-            T2, where the density is above u_T2) and the tumour goes on beyond it: each
-            simulation adds the leading edge of its own front outside the map,
-            [`front_tail`][sbi_tumor.simulator.front_tail], which depends on ``sqrt(D / rho)``.
-            Without it, a map cut at u_T2 grows about a third too slowly at the true parameters,
-            and the fit makes up for it with a wrong rho (``benchmarks/adc_tail.py``).
     """
 
     seed_mm: tuple[float, float, float] | None = None
     density: np.ndarray | None = None
     sigma_mm: float = SEED_SIGMA_MM
-    tail: bool = False
 
     def __post_init__(self) -> None:
         if (self.seed_mm is None) == (self.density is None):
             raise ValueError("Give exactly one of seed_mm (a point in mm) or density (a map).")
-        if self.tail and self.density is None:
-            raise ValueError("tail=True extends a density map beyond its edge; a seed point has no edge.")
 
     def centre_mm(self, anatomy: Anatomy) -> np.ndarray:
         """The seed, or the density-weighted centre of the map (world mm)."""
@@ -84,40 +74,6 @@ class InitialCondition:
         if self.seed_mm is not None:
             return seed_density(roi, self.seed_mm, self.sigma_mm)
         return np.ascontiguousarray(np.asarray(self.density, np.float32)[anatomy.crop_slices(roi)])
-
-    def tail_on(self, anatomy: Anatomy, roi: Anatomy) -> tuple[np.ndarray, np.ndarray] | None:
-        """Where the front's tail goes, on the ROI grid: ``(edge, distance_mm)``, float32 each.
-
-        For tissue voxels outside the map, ``edge`` is the map's density at the nearest voxel
-        inside it and ``distance_mm`` the distance from the map's surface (mm); ``edge`` is 0
-        elsewhere. None without a tail. Computed on the whole anatomy, so a crop does not move
-        the surface.
-        """
-        if not self.tail:
-            return None
-        density = np.asarray(self.density, dtype=np.float32)
-        inside = density > 0
-        to_centre, nearest = ndimage.distance_transform_edt(~inside, sampling=anatomy.spacing,
-                                                            return_indices=True)
-        # The segmentation's surface lies half a voxel beyond its outermost voxel centres.
-        distance = np.maximum(to_centre - anatomy.spacing.min() / 2, 0)
-        edge = np.where(~inside & anatomy.tissue, density[tuple(nearest)], 0)
-        window = anatomy.crop_slices(roi)
-        return (np.ascontiguousarray(edge[window], dtype=np.float32),
-                np.ascontiguousarray(distance[window], dtype=np.float32))
-
-
-def front_tail(edge: np.ndarray, distance_mm: np.ndarray, d_white: float, rho: float) -> np.ndarray:
-    """Leading edge of a Fisher-Kolmogorov front beyond a segmentation's surface, float32.
-
-    ``edge * exp(-distance_mm / sqrt(D / rho))``: ahead of a front moving at its minimal speed
-    ``2 sqrt(D rho)`` the density decays as ``exp(-x sqrt(rho / D))``. ``edge`` is the density at
-    the surface (shape of ``distance_mm``), ``D`` the white-matter diffusivity (mm^2/day), ``rho``
-    (1/day). With ``D = 0`` or ``rho = 0`` there is no travelling front, and no tail.
-    """
-    if d_white <= 0 or rho <= 0:
-        return np.zeros_like(edge, dtype=np.float32)
-    return (edge * np.exp(-distance_mm / np.float32(np.sqrt(d_white / rho)))).astype(np.float32)
 
 
 class TumorSimulator:
@@ -181,7 +137,6 @@ class TumorSimulator:
         self.domain = anatomy if domain_mm is None else anatomy.crop(centre, max(domain_mm, roi_size_mm))
         self.solver = FKSolver(self.domain, solver_config)
         self.u0 = initial.on(anatomy, self.domain)
-        self._tail = initial.tail_on(anatomy, self.domain)
         self.border_warning = border_warning
         #: slices of the full anatomy grid covered by the ROI (to paste results back)
         self.roi_slices = anatomy.crop_slices(self.roi)
@@ -241,13 +196,6 @@ class TumorSimulator:
         t2 = theta[:, 3].reshape(-1, 1, 1, 1, 1)
         return label_map(density, t1, t2)
 
-    def initial_density(self, d_white: float, rho: float) -> np.ndarray:
-        """Initial density on the domain for one (D [mm^2/day], rho [1/day]), float32: the initial
-        condition's, plus its front's tail when it has one (``InitialCondition.tail``)."""
-        if self._tail is None:
-            return self.u0
-        return self.u0 + front_tail(*self._tail, d_white, rho)
-
     def density(self, theta, days: Sequence[float], progress: bool = False,
                 u0: np.ndarray | None = None) -> np.ndarray:
         """Tumour density on the ROI, float32 ``(B, len(days), nx, ny, nz)``; theta ``(B, 2+)``
@@ -255,20 +203,17 @@ class TumorSimulator:
         of the simulator's own (an origin that varies with theta:
         [`OneScanSimulator`][sbi_tumor.one_scan.OneScanSimulator])."""
         theta = _as_theta(theta, min_columns=2)
+        u0 = self.u0 if u0 is None else u0
         window = (slice(None), slice(None)) + self._window
         if self.resolved_backend == "torch":
             if self._torch_solver is None:
                 self._torch_solver = TorchFKSolver(self.domain, self.solver.config, self.device)
-            if u0 is None:
-                u0 = self.u0 if self._tail is None else np.stack([self.initial_density(d, rho)
-                                                                 for d, rho in theta[:, :2]])
             full = self._torch_solver.solve(theta[:, 0], theta[:, 1], u0, days, progress=progress)
             self._check_border(full)
             return np.ascontiguousarray(full[window])
         out = np.empty((len(theta), len(days)) + self.roi.shape, dtype=np.float32)
         for b, (d, rho) in enumerate(theta[:, :2]):
-            start = self.initial_density(d, rho) if u0 is None else u0 if u0.ndim == 3 else u0[b]
-            full = self.solver.solve(d, rho, start, days, progress=progress)[None]
+            full = self.solver.solve(d, rho, u0 if u0.ndim == 3 else u0[b], days, progress=progress)[None]
             self._check_border(full)
             out[b] = full[window]
         return out

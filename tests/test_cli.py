@@ -49,8 +49,6 @@ def fitted(case, tmp_path_factory):
 def test_infer_then_predict(case, fitted, tmp_path, capsys):
     patient, _ = case
     assert load_run(fitted).result.samples.shape[1] == 4
-    assert "ADC map (inversely proportional to ADC inside T2), with each simulation's front tail" in (
-        fitted / "report.md").read_text()
     out = tmp_path / "prediction"
     code = main(["predict", "--posterior", str(fitted), "--days", "2", "4", "--samples", "3", "--quiet",
                  "--t2-observed", f"{patient.later_day:g}={patient.t2_later}", "--out", str(out)])
@@ -77,9 +75,6 @@ def write_bad(case, tmp_path, what):
     elif what == "seed":
         i = args.index("--adc")
         args[i:i + 4] = ["--seed-mm", "500", "0", "0"]
-    elif what == "tail":
-        i = args.index("--adc")
-        args[i:i + 4] = ["--seed-mm", *map(str, SEED_MM), "--no-adc-tail"]
     return args
 
 
@@ -89,7 +84,6 @@ def write_bad(case, tmp_path, what):
     ("not binary", "is not binary"),
     ("day", "argument --day: must be a finite number > 0 and < 10000 (days; a later day is a unit error), got -1"),
     ("seed", "outside the image"),
-    ("tail", "--no-adc-tail) changes the ADC initial condition; it needs an ADC map"),
 ])
 def test_input_errors_exit_2_with_a_message_and_no_output(case, tmp_path, capsys, what, message):
     out = tmp_path / "posterior"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from sbi_tumor.simulator import InitialCondition, TumorSimulator, front_tail
+from sbi_tumor.simulator import InitialCondition, TumorSimulator
 from sbi_tumor.solver import FKSolver, seed_density
 from conftest import phantom, random_anatomy
 
@@ -68,57 +68,6 @@ def test_density_initial_condition_and_full_grid():
     assert (x == 2).sum() >= 27
     with pytest.raises(ValueError, match="exactly one"):
         InitialCondition()
-
-
-def test_front_tail_is_the_travelling_waves_leading_edge():
-    edge = np.full(4, 0.3, np.float32)
-    distance = np.array([0.0, 1.0, 2.0, 4.0], np.float32)
-    # D = 2, rho = 0.5: decay length sqrt(D / rho) = 2 mm
-    np.testing.assert_allclose(front_tail(edge, distance, 2.0, 0.5), 0.3 * np.exp(-distance / 2), rtol=1e-6)
-    assert not front_tail(edge, distance, 2.0, 0.0).any() and not front_tail(edge, distance, 0.0, 0.5).any()
-
-
-def test_a_map_with_a_tail_grows_its_own_front_beyond_its_edge():
-    csf = np.zeros((20, 20, 20), bool)
-    csf[:, :, 16:] = True
-    anatomy = phantom((20, 20, 20), csf_mask=csf)
-    u0 = np.zeros(anatomy.shape, np.float32)
-    u0[8:12, 8:12, 8:12] = 0.5
-    u0[8, 8, 8] = 0.9
-    with pytest.raises(ValueError, match="no edge"):
-        InitialCondition(seed_mm=(1.0, 1.0, 1.0), tail=True)
-    plain = TumorSimulator(anatomy, InitialCondition(density=u0), day=2.0, roi_size_mm=12.0)
-    sim = TumorSimulator(anatomy, InitialCondition(density=u0, tail=True), day=2.0, roi_size_mm=12.0)
-    np.testing.assert_array_equal(plain.initial_density(2.0, 0.5), u0)
-    start = sim.initial_density(2.0, 0.5)
-    np.testing.assert_array_equal(start[u0 > 0], u0[u0 > 0])  # the map itself is kept
-    # 3 voxels (mm) beyond the last voxel inside along x: 2.5 mm beyond the surface, at 2 mm per e-fold
-    assert start[14, 10, 10] == pytest.approx(0.5 * np.exp(-2.5 / 2), rel=1e-5)
-    assert start[7, 8, 8] == pytest.approx(0.9 * np.exp(-0.5 / 2), rel=1e-5)  # the nearest voxel's density
-    assert not start[csf].any()  # no cells in CSF
-    # the tail's length is each simulation's own sqrt(D / rho); a batch is its rows
-    assert sim.initial_density(0.5, 0.5)[14, 10, 10] == pytest.approx(0.5 * np.exp(-2.5), rel=1e-5)
-    theta = torch.tensor([[2.0, 0.5, 0.7, 0.25], [0.5, 0.5, 0.7, 0.25]])
-    assert torch.equal(sim(theta), torch.cat([sim(t[None]) for t in theta]))
-    assert (sim(theta[:1]) > 0).sum() > (plain(theta[:1]) > 0).sum()
-    batched = TumorSimulator(anatomy, InitialCondition(density=u0, tail=True), day=2.0, roi_size_mm=12.0,
-                             backend="torch", device="cpu")  # the whole batch at once, each row its tail
-    np.testing.assert_allclose(batched.solve(theta), sim.solve(theta), atol=1e-4)
-
-
-def test_a_map_cut_at_u_t2_grows_like_the_whole_tumour_only_with_its_tail():
-    """A seeded tumour cut at its T2 threshold, as an ADC map sees it, and grown on: a day later
-    its T2 volume is 0.70 of the whole tumour's without the tail, 0.91 with it (the young front's
-    own tail is longer than the travelling wave's)."""
-    anatomy = phantom((40, 40, 40))
-    d, rho, u_t2 = 1.0, 0.5, 0.25
-    seeded = TumorSimulator(anatomy, seed_mm=(20.0, 20.0, 20.0), day=7.0, roi_size_mm=40.0)
-    early, late = seeded.density([[d, rho]], [6.0, 7.0])[0]
-    cut = np.where(early >= u_t2, early, 0).astype(np.float32)
-    volumes = [TumorSimulator(anatomy, InitialCondition(density=cut, tail=tail), day=1.0, roi_size_mm=40.0)
-               .solve([[d, rho]])[0] >= u_t2 for tail in (False, True)]
-    ratios = [v.sum() / (late >= u_t2).sum() for v in volumes]
-    assert ratios[0] < 0.75 and 0.88 < ratios[1] < 1.05, ratios
 
 
 def test_tumours_larger_than_the_roi_keep_their_physics():

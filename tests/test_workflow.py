@@ -75,28 +75,6 @@ def test_adc_initial_condition_is_inverse_adc_inside_initial_t2(patient, anatomy
     assert p.day == patient.day and p.t2.sum() == (image(patient.t2)[0] > 0).sum()
 
 
-def test_adc_initial_condition_with_its_tail_grows_into_the_next_scan(patient, anatomy, tmp_path):
-    """At the true parameters, the ADC map (cells only inside T2) grown to the fitted day gives
-    0.66 of the observed T2 volume without its front's tail and 1.01 with it (Dice 0.79 / 0.97)."""
-    p = load_patient(patient.t1, patient.t2, patient.day, adc=patient.adc,
-                     t2_initial=patient.t2_initial, anatomy=anatomy)
-    assert p.initial.tail
-    observed = image(patient.t2)[0] > 0
-    ratios, dice = [], []
-    for tail in (False, True):
-        q = dataclasses.replace(p, initial=dataclasses.replace(p.initial, tail=tail))
-        sim = q.simulator()
-        t2 = sim.to_full_grid(sim.labels(np.array([patient.truth]), [patient.day])[0, 0]) >= 1
-        ratios.append(t2.sum() / observed.sum())
-        dice.append(2 * (t2 & observed).sum() / (t2.sum() + observed.sum()))
-    assert ratios[0] < 0.75 and abs(ratios[1] - 1) < 0.05 and dice[1] > 0.95 > 0.85 > dice[0], (ratios, dice)
-    # the tail is part of the model: kept by a saved patient, and a run without it does not resume
-    p.save(tmp_path / "p.npz")
-    assert type(p).load(tmp_path / "p.npz").initial.tail
-    assert q.fingerprint() == p.fingerprint() != dataclasses.replace(
-        p, initial=dataclasses.replace(p.initial, tail=False)).fingerprint()
-
-
 def test_seed_initial_condition_and_roi_holds_the_tumour(patient, anatomy):
     seed = anatomy.voxel_to_world(np.argwhere(image(patient.t1)[0] > 0).mean(0))
     p = load_patient(patient.t1, patient.t2, 8.0, seed_mm=seed, anatomy=anatomy)
@@ -123,7 +101,6 @@ def write(path: Path, data, affine) -> Path:
     ("day before initial", "before the initial condition"),
     ("day zero", "is 0"),
     ("adc and seed", "not both"),
-    ("tail without adc", "needs an ADC"),
     ("different T1/T2 grids", "must be on one grid"),
     ("not registered", "registered to the anatomy"),
 ])
@@ -157,8 +134,6 @@ def test_bad_inputs_say_what_to_fix(case, message, patient, anatomy, tmp_path):
         args["day"] = 0.0
     elif case == "adc and seed":
         kw["seed_mm"] = (0.0, 0.0, 0.0)
-    elif case == "tail without adc":
-        kw = dict(anatomy=anatomy, seed_mm=(0.0, 0.0, 0.0), adc_tail=False)
     elif case == "different T1/T2 grids":
         args["t1"] = write(tmp_path / "t1.nii.gz", t1_data[:-1], affine)
     elif case == "not registered":  # an anatomy whose tissue is not where the tumour is

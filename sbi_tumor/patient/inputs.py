@@ -358,8 +358,6 @@ class Patient:
                   np.array([np.nan if self.day is None else self.day, self.roi_size_mm, self.ratio,
                             self.anatomy.tissue_threshold])):
             h.update(np.ascontiguousarray(a).tobytes())
-        if initial is not None and initial.tail:  # a run without the tail (before 0.4) is another model
-            h.update(b"front tail")
         return h.hexdigest()
 
     def save(self, path: str | Path) -> None:
@@ -373,8 +371,7 @@ class Patient:
             roi_size_mm=self.roi_size_mm, ratio=self.ratio, one_scan=initial is None,
             seed_mm=np.array(initial.seed_mm if initial is not None and initial.seed_mm is not None else []),
             density=(initial.density if initial is not None and initial.density is not None
-                     else np.zeros(0, np.float32)),
-            tail=initial is not None and initial.tail)
+                     else np.zeros(0, np.float32)))
 
     @classmethod
     def load(cls, path: str | Path) -> "Patient":
@@ -383,7 +380,7 @@ class Patient:
                               tissue_threshold=float(f["tissue_threshold"]))
             initial = (None if "one_scan" in f and bool(f["one_scan"])
                        else InitialCondition(seed_mm=tuple(f["seed_mm"].tolist())) if f["seed_mm"].size
-                       else InitialCondition(density=f["density"], tail="tail" in f and bool(f["tail"])))
+                       else InitialCondition(density=f["density"]))
             day = float(f["day"])
             return cls(anatomy=anatomy, t1=f["t1"], t2=f["t2"], day=None if np.isnan(day) else day,
                        initial=initial,
@@ -395,7 +392,7 @@ def load_patient(t1: str | Path, t2: str | Path | None, day: float | None = None
                  adc: str | Path | None = None,
                  t2_initial: str | Path | None = None, seed_mm: Sequence[float] | None = None,
                  anatomy: Anatomy | None = None, ratio: float = GREY_MATTER_RATIO, roi_margin_mm: float = 16.0,
-                 min_roi_mm: float = 64.0, adc_tail: bool = True) -> Patient:
+                 min_roi_mm: float = 64.0) -> Patient:
     """Read and check one patient's images; every problem raises an ``InputError`` saying what to fix.
 
     Args:
@@ -415,19 +412,12 @@ def load_patient(t1: str | Path, t2: str | Path | None, day: float | None = None
             margin on each side, and at least ``min_roi_mm`` wide.
         min_roi_mm: the ROI is the T2 extent around the tumour centre plus this
             margin on each side, and at least ``min_roi_mm`` wide.
-        adc_tail: with ``adc``, each simulation adds its front's tail beyond the initial T2
-            segmentation, where the ADC map shows no cells
-            ([`InitialCondition`][sbi_tumor.simulator.InitialCondition] ``tail``); False keeps the
-            density of 0.3 and earlier, zero outside that segmentation.
     """
     if adc is not None and seed_mm is not None:
         raise InputError("Give one initial condition: an ADC map (--adc) or a seed point (--seed-mm X Y Z), "
                          "not both (or neither, to infer the origin from one scan).")
     if t2_initial is not None and adc is None:
         raise InputError("t2_initial (--t2-initial) masks the ADC map; it needs an ADC map (--adc).")
-    if not adc_tail and adc is None:
-        raise InputError("adc_tail=False (--no-adc-tail) changes the ADC initial condition; it needs an ADC "
-                         "map (--adc).")
     one_scan = adc is None and seed_mm is None
     if day is None and not one_scan:
         raise InputError("With " + ("an ADC map" if adc is not None else "a seed point") + ", give the days "
@@ -469,9 +459,7 @@ def load_patient(t1: str | Path, t2: str | Path | None, day: float | None = None
             mask0_in, affine0 = load_mask(t2_initial, "Initial T2 segmentation")
             mask0 = to_anatomy_grid(mask0_in, affine0, anatomy, "mask", name="initial T2 segmentation")
         adc_a = to_anatomy_grid(adc_map, adc_affine, anatomy, "continuous", name="ADC map")
-        # The ADC map shows cells only inside T2, where the density is above u_T2; the tail
-        # puts back the rest of the front, as each simulation's (D, rho) shapes it.
-        initial = InitialCondition(density=adc_to_density(adc_a, mask0), tail=adc_tail)
+        initial = InitialCondition(density=adc_to_density(adc_a, mask0))
 
     elif not ((t1a if t1a.any() else t2a) & anatomy.tissue).any():
         raise InputError("No voxel of the " + ("T1 core" if t1a.any() else "T2 region") + " lies on brain "

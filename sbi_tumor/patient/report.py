@@ -117,9 +117,7 @@ def run_report(run: InferenceRun, prior_name: str, seconds: float, files: dict[s
                   if patient.day is None else f"one scan, {patient.day:g} days after the origin (a given age)")
     else:
         initial = (f"seed point {patient.initial.seed_mm} mm" if patient.initial.seed_mm is not None
-                   else "cell density from the ADC map (inversely proportional to ADC inside T2)"
-                   + (", with each simulation's front tail beyond it" if patient.initial.tail else
-                      ", zero beyond it (no front tail)"))
+                   else "cell density from the ADC map (inversely proportional to ADC inside T2)")
         fitted = f"day {patient.day:g} after the initial condition"
     lines = [
         "# sbi-tumor inference report", "",

@@ -54,8 +54,7 @@ def infer_patient(t1: str | Path, t2: str | Path | None, day: float | None = Non
                   seed_mm: Sequence[float] | None = None, anatomy: Anatomy | None = None,
                   prior: str | Distribution = "human", config: InferenceConfig | None = None,
                   ratio: float = GREY_MATTER_RATIO, resume: bool = False, overwrite: bool = False,
-                  progress: bool = True, truth: Sequence[float] | None = None,
-                  adc_tail: bool = True) -> InferenceRun:
+                  progress: bool = True, truth: Sequence[float] | None = None) -> InferenceRun:
     """Posterior over (D, rho, u_T1, u_T2) for one patient, written to ``out_dir``; with neither
     ``seed_mm`` nor ``adc`` (one scan, the origin unknown), over the quantities one scan
     determines: (x, y, z, ell = sqrt(D/rho), tau = rho T, u_T1, u_T2) (``sbi_tumor.one_scan``),
@@ -76,7 +75,6 @@ def infer_patient(t1: str | Path, t2: str | Path | None, day: float | None = Non
         seed_mm: the patient, see [`load_patient`][sbi_tumor.patient.inputs.load_patient].
         anatomy: the patient, see [`load_patient`][sbi_tumor.patient.inputs.load_patient].
         ratio: the patient, see [`load_patient`][sbi_tumor.patient.inputs.load_patient].
-        adc_tail: the patient, see [`load_patient`][sbi_tumor.patient.inputs.load_patient].
         out_dir: output directory (must not exist unless ``overwrite``).
         prior: name of a preset of ``sbi_tumor.config.PRESETS`` or a prior distribution.
         config: inference settings (rounds, simulations per round, method, seed, ...).
@@ -104,7 +102,7 @@ def infer_patient(t1: str | Path, t2: str | Path | None, day: float | None = Non
         raise TypeError(f"anatomy must be an sbi_tumor.Anatomy (e.g. load_nifti_anatomy(wm, gm, csf) or "
                         f"load_mni152(2.0)), got {type(anatomy).__name__}.")
     patient = load_patient(t1, t2, day, adc=adc, t2_initial=t2_initial, seed_mm=seed_mm,
-                           anatomy=anatomy, ratio=ratio, adc_tail=adc_tail)
+                           anatomy=anatomy, ratio=ratio)
     prior_name = prior if isinstance(prior, str) else type(prior).__name__
     if isinstance(prior, str):
         prior = (one_scan_prior(patient.anatomy, patient.t1, patient.t2, prior) if patient.one_scan
