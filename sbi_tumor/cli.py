@@ -498,6 +498,14 @@ def main(argv: list[str] | None = None) -> int:
         # Input errors (AnatomyError, InputError, ...) are the user's to fix: no traceback.
         print(f"sbi-tumor {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        # A run that cannot go on (sbi_compat.InferenceError) says what to change: no traceback
+        # either. Looked up, not imported: the module loads torch, and it is loaded if it raised.
+        compat = sys.modules.get(f"{__package__}.sbi_compat")
+        if compat is None or not isinstance(err, compat.InferenceError):
+            raise
+        print(f"sbi-tumor {args.command}: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from sbi.inference import EnsemblePosterior
 from sbi.neural_nets.estimators import MixtureDensityEstimator, MoG
-from sbi.utils import BoxUniform
+from sbi.utils import BoxUniform, within_support
 from torch.distributions import Distribution
 
 from .conformal import ConformalPosterior, conformal_scales, unbounded_transform
@@ -47,12 +47,13 @@ from .config import CSV_COLUMNS, SUMMARY_QUANTILES, InferenceConfig, parameter_n
 from .embedding import make_embedding
 from .identifiability import contraction
 from .posteriors import FeaturePosterior, LogRatesPosterior, UnitBoxPosterior, best_of_draws, label_map_features
-from .sbi_compat import CONSTANT_DATA_WARNING, FOREIGN_PROPOSAL_WARNING, SAMPLING_BATCH_NOTE, epoch_cap_rounds, explained_failures, quiet, sample_truncated
+from .sbi_compat import (CONSTANT_DATA_WARNING, FOREIGN_PROPOSAL_WARNING, SAMPLING_BATCH_NOTE, InferenceError,
+                         epoch_cap_rounds, explained_failures, quiet, sample_truncated)
 from .one_scan import OneScanPrior
 from .prior import LogUniformBox, _LogRatesPrior, log_rates_prior
 from . import parallel
 
-__all__ = ["InferenceResult", "ObservedManyTimes", "WidenedGaussian", "parameter_pairs",
+__all__ = ["InferenceError", "InferenceResult", "ObservedManyTimes", "WidenedGaussian", "parameter_pairs",
            "run_sequential_npe", "simulate_round"]
 
 @dataclass
@@ -368,6 +369,7 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
             posterior = members[0] if len(members) == 1 else \
                 EnsemblePosterior(members, theta_transform=members[0].theta_transform)
             posterior.set_default_x(x_train_o)
+            _check_inside_prior(posterior, prior, x_train_o, config.method, r + 1)
             # The last round's region is drawn from only by calibration solves after more than one
             # round: estimating it takes 1e5 posterior densities (0.1 s for the MDN, minutes for FMPE).
             drawn_from = r < config.num_rounds - 1 or (config.calibration_solves and config.num_rounds > 1)
@@ -375,7 +377,6 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
                 if drawn_from:
                     proposal, region = _truncated_prior(prior, posterior, config.truncation_quantile)
             elif config.method == "NPE_A":
-                _check_inside_prior(posterior, r + 1)
                 proposal = WidenedGaussian(posterior, config.proposal_widening)
             else:
                 proposal = posterior
@@ -654,29 +655,39 @@ class WidenedGaussian(Distribution):
         raise RuntimeError(f"Fewer than {n} of {tries * batch} draws of NPE_A's proposal fell inside the prior.")
 
 
-#: NPE_A's corrected posterior must put at least this fraction of its mass inside the prior's box:
-#: sbi samples it by rejection there, and below about 1e-3 that rejection holds gigabytes and
-#: runs for hours instead of failing.
+#: A round's posterior must put at least this fraction of its mass inside the prior's support:
+#: sbi draws from it by rejection there (TSNPE's truncation 1e5 draws), and below about 1e-3 that
+#: rejection holds gigabytes and runs for hours instead of failing.
 MIN_MASS_INSIDE = 1e-3
 
 
-def _check_inside_prior(posterior: Any, round_: int, draws: int = 20_000) -> None:
-    """Refuse an NPE_A posterior (on the unit cube) whose mixture lies mostly outside the cube.
+def _check_inside_prior(posterior: Any, prior: Distribution, x: torch.Tensor, method: str, round_: int,
+                        draws: int = 4_000) -> None:
+    """Refuse a round's posterior (each member of an ensemble) whose draws at ``x`` lie almost all
+    outside the prior's support, before anything draws from it by rejection.
 
-    The analytic correction divides the network's Gaussian fit by the Gaussian proposal; where the
-    two are nearly as wide, a small offset of their means is extrapolated far outside the prior
-    (measured on the paper case: a component of weight 0.89 centred at 1.1-1.6 in cube units).
+    Two ways there, measured: NPE_A's analytic correction divides the network's Gaussian fit by the
+    Gaussian proposal, and where the two are nearly as wide a small offset of their means is
+    extrapolated far outside the prior (paper case: a component of weight 0.89 centred at 1.1-1.6 in
+    cube units); and an observation the model cannot reproduce inside the prior (an ADC initial
+    condition with a front tail added, tried in 0.4's development: the round-2 posterior went to
+    u_T2 0.02, below the box's 0.05, the round-3 one wholly outside, and TSNPE's truncation hung).
     """
-    mog = posterior.get_mog_params(posterior.default_x)
+    members = getattr(posterior, "posteriors", None) or [posterior]  # sbi's EnsemblePosterior
     with torch.random.fork_rng(devices=[]):  # the check must not move the run's random stream
         torch.manual_seed(0)
-        sample = mog.sample(torch.Size([draws]))[:, 0].detach()
-    inside = float(((sample >= 0) & (sample <= 1)).all(dim=1).float().mean())
-    if inside < MIN_MASS_INSIDE:
-        raise RuntimeError(
-            f"NPE_A failed in round {round_}: its analytically corrected posterior puts {inside:.1e} of its mass "
-            "inside the prior (its correction extrapolated the network's fit beyond the prior's box). Use "
-            "num_components=1 or 2 (CLI: --components), or method='TSNPE' (the default), 'NPE_B' or 'NPE_C'.")
+        inside = min(float(within_support(prior, member.sample((draws,), x=x, show_progress_bars=False,
+                                                                reject_outside_prior=False)).float().mean())
+                     for member in members)
+    if inside >= MIN_MASS_INSIDE:
+        return
+    hint = ("(its correction extrapolated the network's fit beyond the prior's box). Use num_components=1 or 2 "
+            "(CLI: --components), or method='TSNPE' (the default), 'NPE_B' or 'NPE_C'." if method == "NPE_A" else
+            "(drawing from it by rejection would not end). The model does not reproduce the observation with "
+            "parameters inside the prior: check that the segmentations are registered to the anatomy, the day "
+            "and the initial condition, and that the prior (CLI: --prior) holds the tumour.")
+    raise InferenceError(f"{method} failed in round {round_}: its posterior puts {inside:.1e} of its mass inside "
+                       f"the prior {hint}")
 
 
 def _round_summary(summary: dict, round_: int, previous: list[dict]) -> dict:

@@ -82,6 +82,11 @@ def epoch_cap_rounds(rounds: list[int], round_: int) -> Iterator[None]:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
+class InferenceError(RuntimeError):
+    """A sequential run that cannot go on, with what to change; the command line prints it
+    without a traceback."""
+
+
 @contextmanager
 def explained_failures(method: str, round_: int):
     """Turn NPE_A's failing analytic proposal correction (deep inside sbi) into an actionable error."""
@@ -90,7 +95,7 @@ def explained_failures(method: str, round_: int):
     except (AssertionError, ValueError, RuntimeError) as err:
         if "positive definite" not in str(err):
             raise
-        raise RuntimeError(
+        raise InferenceError(
             f"{method} failed in round {round_}: its analytic proposal correction gave a posterior "
             "covariance that is not positive definite (the network's fit came out wider than the proposal "
             "in some direction; a mixture's weak components are broad). Use num_components=1 or 2 (CLI: "

@@ -98,6 +98,25 @@ def test_input_errors_exit_2_with_a_message_and_no_output(case, tmp_path, capsys
     assert not out.exists()
 
 
+def test_a_run_that_cannot_go_on_exits_1_with_its_message(case, tmp_path, capsys, monkeypatch):
+    import sbi_tumor.patient.workflow as workflow
+    from sbi_tumor.inference import InferenceError
+
+    def fails(*args, **kwargs):
+        raise InferenceError("TSNPE failed in round 3: its posterior puts 0.0e+00 of its mass inside the prior")
+
+    monkeypatch.setattr(workflow, "infer_patient", fails)
+    assert main(case[1] + ["--out", str(tmp_path / "posterior")]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("sbi-tumor infer: error: TSNPE failed in round 3") and "Traceback" not in err
+    def breaks(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(workflow, "infer_patient", breaks)  # any other runtime error is a bug: raised
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(case[1] + ["--out", str(tmp_path / "posterior")])
+
+
 def test_predict_errors(fitted, tmp_path, capsys):
     assert main(["predict", "--posterior", str(tmp_path), "--days", "3", "--out", str(tmp_path / "p")]) == 2
     assert "not a posterior directory" in capsys.readouterr().err

@@ -69,13 +69,13 @@ def test_two_rounds_contract_around_the_truth(problem, method):
 
 
 class GaussianPosterior:
-    """A stand-in posterior with sbi's ``sample(..., show_progress_bars=)`` signature."""
+    """A stand-in posterior with sbi's ``sample(..., show_progress_bars=, reject_outside_prior=)`` signature."""
 
     def __init__(self, mean, std):
         self.dist = torch.distributions.MultivariateNormal(mean, torch.diag(std**2))
 
-    def sample(self, shape, show_progress_bars=True):
-        return self.dist.sample(shape)
+    def sample(self, shape, x=None, show_progress_bars=True, reject_outside_prior=True):
+        return self.dist.sample(shape)  # unbounded: as sbi's without rejection
 
     def log_prob(self, theta):
         return self.dist.log_prob(theta)
@@ -396,21 +396,28 @@ def test_sbi_corrects_a_mixture_with_a_weak_broad_component_only_once_it_is_prun
     assert torch.softmax(corrected.logits, -1)[0, 1] == pytest.approx(0.004, rel=1e-3)
 
 
-def test_npe_a_posterior_outside_the_prior_fails_at_once():
-    from sbi.neural_nets.estimators import MoG
+def test_a_posterior_outside_the_prior_fails_at_once_for_every_method():
+    from types import SimpleNamespace
 
-    from sbi_tumor.inference import MIN_MASS_INSIDE, _check_inside_prior
+    from sbi_tumor.inference import MIN_MASS_INSIDE, InferenceError, _check_inside_prior
 
-    class Outside(MixturePosterior):  # weight 1e-4 inside the cube, the rest at 1.5 (outside)
-        def get_mog_params(self, x):
-            logits = torch.tensor([[1e-4, 1 - 1e-4]]).log()
-            means = torch.tensor([[[0.5, 0.5], [1.5, 1.5]]])
-            return MoG(logits, means, (torch.eye(2) / 0.05**2).expand(1, 2, 2, 2))
+    def near(mean):  # N(mean, 0.05^2 I) in 2D
+        return GaussianPosterior(torch.tensor(mean), torch.full((2,), 0.05))
 
+    box, x = BoxUniform(torch.zeros(2), torch.ones(2)), torch.zeros(1, 1)
     assert MIN_MASS_INSIDE == 1e-3
-    _check_inside_prior(MixturePosterior(), 3)  # 42% of one component's mass outside: passes
-    with pytest.raises(RuntimeError, match=r"NPE_A failed in round 3: .* puts \S+ of its mass inside the prior"):
-        _check_inside_prior(Outside(), 3)
+    # at 0.12 from the edge, 0.8% of the draws are outside (2.4 standard deviations, per axis): passes
+    _check_inside_prior(near([0.5, 0.88]), box, x, "TSNPE", 3)
+    with pytest.raises(InferenceError, match=r"NPE_A failed in round 3: .* puts \S+ of its mass inside the prior "
+                                           r".*Use num_components=1 or 2"):
+        _check_inside_prior(near([0.5, 1.5]), box, x, "NPE_A", 3)
+    # 0.3 beyond the edge: 6 standard deviations, none of 4,000 draws inside
+    with pytest.raises(InferenceError, match=r"TSNPE failed in round 2: its posterior puts 0.0e\+00 .* does not reproduce"):
+        _check_inside_prior(near([0.5, 1.3]), box, x, "TSNPE", 2)
+    # an ensemble (sbi's EnsemblePosterior holds its members in .posteriors) fails when one member does
+    ensemble = SimpleNamespace(posteriors=[near([0.5, 0.5]), near([0.5, 1.3])])
+    with pytest.raises(InferenceError, match="TSNPE failed in round 4"):
+        _check_inside_prior(ensemble, box, x, "TSNPE", 4)
 
 
 def test_npe_a_correction_failure_becomes_an_actionable_error():
