@@ -15,6 +15,7 @@ import pytest
 
 from sbi_tumor.cli import main
 from sbi_tumor.io import save_nifti
+from sbi_tumor.patient.report import ADC_CAVEAT
 from sbi_tumor.patient.store import SimulationStore
 from sbi_tumor.patient.synthetic import make_synthetic_patient
 from sbi_tumor.patient.run import load_run
@@ -49,6 +50,7 @@ def fitted(case, tmp_path_factory):
 def test_infer_then_predict(case, fitted, tmp_path, capsys):
     patient, _ = case
     assert load_run(fitted).result.samples.shape[1] == 4
+    assert ADC_CAVEAT in (fitted / "report.md").read_text()
     out = tmp_path / "prediction"
     code = main(["predict", "--posterior", str(fitted), "--days", "2", "4", "--samples", "3", "--quiet",
                  "--t2-observed", f"{patient.later_day:g}={patient.t2_later}", "--out", str(out)])
