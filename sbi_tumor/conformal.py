@@ -36,6 +36,7 @@ from torch.distributions import Distribution, biject_to, constraints
 
 from .config import CONFORMAL_MASS, MIN_CALIBRATION_SOLVES
 from .posteriors import PosteriorView, best_of_draws
+from .sbi_compat import OUTSIDE_SUPPORT_WARNING
 
 __all__ = ["CONFORMAL_MASS", "MIN_CALIBRATION_SOLVES", "ConformalPosterior", "conformal_scales", "inside_box", "interval_scores",
            "unbounded_transform"]
@@ -119,7 +120,7 @@ def _scores(posterior: Any, theta: torch.Tensor, x: torch.Tensor, transform: tor
     case), and at an acceptance near 0 it never ends.
     """
     with warnings.catch_warnings():  # sbi warns of the mass outside, which is what the probe measures
-        warnings.filterwarnings("ignore", message=".*lie outside the prior support")
+        warnings.filterwarnings("ignore", message=OUTSIDE_SUPPORT_WARNING)
         probe = posterior.sample((num_samples,), x=x[None], show_progress_bars=False, reject_outside_prior=False)
     if inside_box(transform, probe).float().mean() < MIN_INSIDE:
         return torch.full(theta.shape, math.inf, dtype=torch.float64)

@@ -64,6 +64,9 @@ CONSTANT_DATA_WARNING = "Data has constant values"
 
 #: sbi's note when it lowers its own sampling batch size for memory (nothing to act on).
 SAMPLING_BATCH_NOTE = "Capping max_sampling_batch_size"
+#: sbi's warning when draws taken without rejection fall outside the prior: the mass a probe of
+#: that mass measures, not a problem of the run.
+OUTSIDE_SUPPORT_WARNING = ".*lie outside the prior support"
 
 
 @contextmanager

@@ -1,4 +1,5 @@
 import math
+import warnings
 
 import pytest
 import torch
@@ -49,9 +50,17 @@ def quick(method, **kw):
 
 
 @pytest.mark.parametrize("method", ["NPE_A", "NPE_B", "NPE_C", "TSNPE"])
-def test_two_rounds_contract_around_the_truth(problem, method):
+def test_two_rounds_contract_around_the_truth(problem, method, monkeypatch):
+    import sbi_tumor.inference as inference
+
     sim, prior, x_o = problem
-    posterior, result = run_sequential_npe(sim, prior, x_o, quick(method), progress=False)
+    checked, check = [], inference._check_inside_prior  # every round's posterior, before any rejection
+    monkeypatch.setattr(inference, "_check_inside_prior", lambda *a: checked.append(a[4]) or check(*a))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        posterior, result = run_sequential_npe(sim, prior, x_o, quick(method), progress=False)
+    assert checked == [1, 2]
+    assert not [w for w in caught if "outside the prior support" in str(w.message)]  # the check's own draws
     assert result.num_simulations == 240 and len(result.theta_per_round) == 2
     assert result.samples.shape == (1000, 4)
     prior_std = prior.sample((4000,)).std(0)
@@ -69,13 +78,13 @@ def test_two_rounds_contract_around_the_truth(problem, method):
 
 
 class GaussianPosterior:
-    """A stand-in posterior with sbi's ``sample(..., show_progress_bars=, reject_outside_prior=)`` signature."""
+    """A stand-in posterior with sbi's ``sample(..., show_progress_bars=)`` signature."""
 
     def __init__(self, mean, std):
         self.dist = torch.distributions.MultivariateNormal(mean, torch.diag(std**2))
 
-    def sample(self, shape, x=None, show_progress_bars=True, reject_outside_prior=True):
-        return self.dist.sample(shape)  # unbounded: as sbi's without rejection
+    def sample(self, shape, show_progress_bars=True):
+        return self.dist.sample(shape)
 
     def log_prob(self, theta):
         return self.dist.log_prob(theta)
@@ -401,8 +410,13 @@ def test_a_posterior_outside_the_prior_fails_at_once_for_every_method():
 
     from sbi_tumor.inference import MIN_MASS_INSIDE, InferenceError, _check_inside_prior
 
+    class Unbounded(GaussianPosterior):
+        def sample(self, shape, x=None, show_progress_bars=True, reject_outside_prior=True):
+            assert reject_outside_prior is False and x is not None  # rejection is what would not end
+            return super().sample(shape)
+
     def near(mean):  # N(mean, 0.05^2 I) in 2D
-        return GaussianPosterior(torch.tensor(mean), torch.full((2,), 0.05))
+        return Unbounded(torch.tensor(mean), torch.full((2,), 0.05))
 
     box, x = BoxUniform(torch.zeros(2), torch.ones(2)), torch.zeros(1, 1)
     assert MIN_MASS_INSIDE == 1e-3
