@@ -36,7 +36,7 @@ from torch.distributions import Distribution, biject_to, constraints
 
 from .config import CONFORMAL_MASS, MIN_CALIBRATION_SOLVES
 from .posteriors import PosteriorView, best_of_draws
-from .sbi_compat import OUTSIDE_SUPPORT_WARNING
+from .sbi_compat import OUTSIDE_SUPPORT_WARNING, InferenceError
 
 __all__ = ["CONFORMAL_MASS", "MIN_CALIBRATION_SOLVES", "ConformalPosterior", "conformal_scales", "inside_box", "interval_scores",
            "unbounded_transform"]
@@ -104,9 +104,9 @@ def conformal_scales(posterior: Any, theta: torch.Tensor, x: torch.Tensor, trans
     k = min(math.ceil((n + 1) * mass), n)  # the (n + 1) m-th score; with n < 1 / (1 - m) - 1, the largest
     scales = scores.sort(dim=0).values[k - 1].float()
     if not torch.isfinite(scales).all():
-        raise RuntimeError(f"More than {1 - mass:.0%} of the {n} calibration solves have a posterior with less than "
-                           f"{MIN_INSIDE:.0%} of its mass inside the prior: the network does not fit there. Train "
-                           "on more solves (num_simulations), or set calibration_solves=0.")
+        raise InferenceError(f"More than {1 - mass:.0%} of the {n} calibration solves have a posterior with less than "
+                             f"{MIN_INSIDE:.0%} of its mass inside the prior: the network does not fit there. Train "
+                             "on more solves (num_simulations), or set calibration_solves=0.")
     return scales
 
 

@@ -545,7 +545,7 @@ class BoxedRegion:
             count += len(draws)
             if count >= n:
                 return torch.cat(kept)[:n].reshape(*torch.Size(sample_shape), -1)
-        raise RuntimeError(f"Fewer than {n} draws of the prior fell in the truncated region; raise truncation_quantile.")
+        raise InferenceError(f"Fewer than {n} draws of the prior fell in the truncated region; raise truncation_quantile.")
 
 
 #: NPE_A: mixture components lighter than this are weak (see ``PrunedMixture``).
@@ -653,7 +653,8 @@ class WidenedGaussian(Distribution):
             count += len(draws)
             if count >= n:
                 return torch.cat(kept)[:n].reshape(*torch.Size(sample_shape), -1)
-        raise RuntimeError(f"Fewer than {n} of {tries * batch} draws of NPE_A's proposal fell inside the prior.")
+        raise InferenceError(f"Fewer than {n} of {tries * batch} draws of NPE_A's proposal fell inside the prior; "
+                             "use num_components=1 or 2 (CLI: --components), or method='TSNPE' (the default).")
 
 
 #: A round's posterior must put at least this fraction of its mass inside the prior's support:
