@@ -29,6 +29,7 @@ import torch
 
 from sbi_tumor.anatomy import load_mni152
 from sbi_tumor.identifiability import front_speed, infiltration_length
+from sbi_tumor.observation import dice
 from sbi_tumor.patient.inputs import load_patient
 from sbi_tumor.patient.synthetic import make_synthetic_patient
 from sbi_tumor.prior import make_prior
@@ -50,8 +51,7 @@ def agreement(labels: np.ndarray, t2: np.ndarray, t1: np.ndarray) -> dict:
     """T2 and T1 volume ratio (simulated / observed) and Dice of a label map against masks."""
     out = {}
     for region, mask, seen in (("T2", labels >= 1, t2), ("T1", labels == 2, t1)):
-        out[region] = {"volume_ratio": float(mask.sum() / max(seen.sum(), 1)),
-                       "dice": float(2 * (mask & seen).sum() / max(mask.sum() + seen.sum(), 1))}
+        out[region] = {"volume_ratio": float(mask.sum() / max(seen.sum(), 1)), "dice": dice(mask, seen)}
     return out
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import warnings
 from typing import Any
 
 import torch
@@ -36,7 +35,7 @@ from torch.distributions import Distribution, biject_to, constraints
 
 from .config import CONFORMAL_MASS, MIN_CALIBRATION_SOLVES
 from .posteriors import PosteriorView, best_of_draws
-from .sbi_compat import OUTSIDE_SUPPORT_WARNING, InferenceError
+from .sbi_compat import InferenceError, sample_unrejected
 
 __all__ = ["CONFORMAL_MASS", "MIN_CALIBRATION_SOLVES", "ConformalPosterior", "conformal_scales", "inside_box", "interval_scores",
            "unbounded_transform"]
@@ -119,9 +118,7 @@ def _scores(posterior: Any, theta: torch.Tensor, x: torch.Tensor, transform: tor
     acceptance has its samples, keeping all the others' (13 GB for 50 label maps of the human
     case), and at an acceptance near 0 it never ends.
     """
-    with warnings.catch_warnings():  # sbi warns of the mass outside, which is what the probe measures
-        warnings.filterwarnings("ignore", message=OUTSIDE_SUPPORT_WARNING)
-        probe = posterior.sample((num_samples,), x=x[None], show_progress_bars=False, reject_outside_prior=False)
+    probe = sample_unrejected(posterior, num_samples, x[None])
     if inside_box(transform, probe).float().mean() < MIN_INSIDE:
         return torch.full(theta.shape, math.inf, dtype=torch.float64)
     samples = posterior.sample((num_samples,), x=x[None], show_progress_bars=False)

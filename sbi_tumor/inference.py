@@ -47,9 +47,8 @@ from .config import CSV_COLUMNS, SUMMARY_QUANTILES, InferenceConfig, parameter_n
 from .embedding import make_embedding
 from .identifiability import contraction
 from .posteriors import FeaturePosterior, LogRatesPosterior, UnitBoxPosterior, best_of_draws, label_map_features
-from .sbi_compat import (CONSTANT_DATA_WARNING, FOREIGN_PROPOSAL_WARNING, OUTSIDE_SUPPORT_WARNING, SAMPLING_BATCH_NOTE,
-                         InferenceError,
-                         epoch_cap_rounds, explained_failures, quiet, sample_truncated)
+from .sbi_compat import (CONSTANT_DATA_WARNING, FOREIGN_PROPOSAL_WARNING, SAMPLING_BATCH_NOTE, InferenceError,
+                         epoch_cap_rounds, explained_failures, quiet, sample_truncated, sample_unrejected)
 from .one_scan import OneScanPrior
 from .prior import LogUniformBox, _LogRatesPrior, log_rates_prior
 from . import parallel
@@ -678,10 +677,7 @@ def _check_inside_prior(posterior: Any, prior: Distribution, x: torch.Tensor, me
     4,000 took 25 s), then the count that resolves ``MIN_MASS_INSIDE``.
     """
     def fraction_inside(member: Any, n: int) -> float:
-        with warnings.catch_warnings():  # sbi warns of the mass outside, which is what this measures
-            warnings.filterwarnings("ignore", message=OUTSIDE_SUPPORT_WARNING)
-            theta = member.sample((n,), x=x, show_progress_bars=False, reject_outside_prior=False)
-        return float(within_support(prior, theta).float().mean())
+        return float(within_support(prior, sample_unrejected(member, n, x)).float().mean())
 
     members = getattr(posterior, "posteriors", None) or [posterior]  # sbi's EnsemblePosterior
     with torch.random.fork_rng(devices=[]):  # the check must not move the run's random stream

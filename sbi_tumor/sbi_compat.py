@@ -69,6 +69,15 @@ SAMPLING_BATCH_NOTE = "Capping max_sampling_batch_size"
 OUTSIDE_SUPPORT_WARNING = ".*lie outside the prior support"
 
 
+def sample_unrejected(posterior: Any, n: int, x: torch.Tensor) -> torch.Tensor:
+    """``n`` draws of an sbi posterior at ``x`` without its rejection outside the prior, to probe
+    how much of its mass lies inside (rejection is what never ends when almost none does), and
+    without sbi's warning about the draws outside, which is what the probe measures."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=OUTSIDE_SUPPORT_WARNING)
+        return posterior.sample((n,), x=x, show_progress_bars=False, reject_outside_prior=False)
+
+
 @contextmanager
 def epoch_cap_rounds(rounds: list[int], round_: int) -> Iterator[None]:
     """Record in ``rounds`` that sbi's training of round ``round_`` stopped at ``max_num_epochs``,
