@@ -71,7 +71,9 @@ def run_seed(reference_dir: Path, seed: int, variant: dict) -> dict:
             "std_ratio": dict(zip(PARAMETER_NAMES, (samples.std(0) / ref_std).tolist())),
             "mean_offset_sd": dict(zip(PARAMETER_NAMES, ((samples.mean(0) - ref_mean) / ref_std).tolist())),
             "wall_time_s": run["wall_time_s"], "num_simulations": run["num_simulations"],
-            "epochs_per_round": run["extra"]["epochs_per_round"]}
+            "epochs_per_round": run["extra"]["epochs_per_round"],
+            **({"npe_c2st_before_refinement": c2st_score(run["npe_samples"], reference, config.c2st_samples, config.seed),
+                "effective_sample_sizes": run["extra"]["effective_sample_sizes"]} if config.refine_solves else {})}
 
 
 def recorded_default(reference_dir: Path) -> dict:

@@ -34,6 +34,7 @@ _EXPORTS = {
     "conformal": ["ConformalPosterior", "conformal_scales"],
     "likelihood": ["BernoulliLikelihood"],
     "tmcmc": ["TMCMCResult", "tmcmc"],
+    "importance": ["Refinement", "refine"],
     "parallel": ["SimulationError", "simulate"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
@@ -69,4 +70,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from
     from .simulator import InitialCondition, TumorSimulator  # noqa: F401
     from .solver import FKSolver, SolverConfig, seed_density  # noqa: F401
     from .tmcmc import TMCMCResult, tmcmc  # noqa: F401
+    from .importance import Refinement, refine  # noqa: F401
     from .torch_solver import TorchFKSolver  # noqa: F401

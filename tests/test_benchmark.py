@@ -2,10 +2,12 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from sbi_tumor.benchmark import cli, report, runners
 from sbi_tumor.benchmark.report import markdown_table
 from sbi_tumor.benchmark.config import BenchmarkConfig
+from sbi_tumor.benchmark.task import MatchedProblem
 from sbi_tumor.metrics import posterior_metrics
 from sbi_tumor.observation import encode_masks
 from sbi_tumor.observation import dice
@@ -118,6 +120,24 @@ def test_quick_benchmark_writes_results(tmp_path, monkeypatch):
     assert samples["NPE_120"].shape == (300, 4)
 
 
+@pytest.mark.filterwarnings("ignore:The importance weights")  # 20 solves after a 40-solve NPE: few
+def test_npe_refined_with_the_likelihood_spends_the_budget_and_keeps_npes_own_samples():
+    config = BenchmarkConfig.quick(budgets=(60,), refine_solves=(10, 10))
+    problem = MatchedProblem.create(config)
+    run = runners.run_npe(problem, 60, config, seed=1)
+    assert run["num_simulations"] == 60  # 2 NPE rounds of 20 solves, then 2 x 10 for the refinement
+    assert run["extra"]["refine_solves"] == [10, 10] and len(run["extra"]["effective_sample_sizes"]) == 2
+    assert run["samples"].shape == run["npe_samples"].shape == (300, 4)
+    assert not np.allclose(run["samples"].mean(0), run["npe_samples"].mean(0))
+    assert torch.isfinite(problem.prior.log_prob(torch.as_tensor(run["samples"], dtype=torch.float32))).all()
+    # the MAP is a solved draw: its likelihood is known
+    assert np.isfinite(problem.log_likelihood(run["map"][None]))[0]
+    with pytest.raises(ValueError, match="after 50 refinement solves"):
+        BenchmarkConfig.quick(budgets=(52,), refine_solves=(25, 25))
+    with pytest.raises(ValueError, match="refine_solves must be positive"):
+        BenchmarkConfig(refine_solves=(0,))
+
+
 def test_markdown_table_marks_target():
     row = {"method": "NPE", "budget": 10, "num_simulations": 10, "wall_time_s": 1.0, "c2st": 0.7,
            "parameters": {n: {"mean_rel_error": 0.1, "map_rel_error": 0.2, "truth_in_90": n != "rho"}
@@ -151,7 +171,8 @@ def test_seeds_summary_counts_met_seeds():
     summary = report.seeds_summary([seed_results(0, 0.6, 0.7), seed_results(1, 0.9, 0.8),
                                        seed_results(2, 0.65, 0.7)])
     assert summary["c2st"]["NPE 1000"]["mean"] == pytest.approx(0.7166667, rel=1e-6)
-    assert summary["target"] == {"met_per_seed": [True, False, True], "met": 2, "of": 3, "required": 3}
+    assert summary["target"] == {"npe_method": "NPE", "met_per_seed": [True, False, True], "met": 2, "of": 3,
+                                 "required": 3}
     table = report.seeds_table(summary)
     assert "| NPE 1000 | 0.600 | 0.900 | 0.650 | 0.717 ± 0.131 |" in table
     assert "on 3 of 3 seeds: not met (2 of 3; seed 0: met, seed 1: missed, seed 2: met)" in table

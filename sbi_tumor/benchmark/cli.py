@@ -34,6 +34,9 @@ def add_benchmark_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--log-space", action="store_true", help="train NPE on (log D, log rho, u_T1, u_T2)")
     p.add_argument("--augment", type=COUNT,
                    help="NPE training pairs per forward solve, with redrawn thresholds and masks (TSNPE only)")
+    p.add_argument("--refine-solves", type=COUNT, nargs="+", metavar="N",
+                   help="refine NPE's posterior with the likelihood TMCMC samples: N solves per iteration of "
+                        "adaptive importance sampling, taken from each budget (e.g. 125 125; default: NPE alone)")
     p.add_argument("--embedding", choices=sorted(EMBEDDING_NAMES), help=f"NPE embedding net (default {defaults.embedding})")
     p.add_argument("--embedding-kwargs", type=json_object, metavar="JSON",
                    help='extra arguments of the embedding net, e.g. \'{"octants": true}\'')
@@ -56,6 +59,7 @@ def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
                "npe_method": args.method, "npe_rounds": args.rounds, "embedding": args.embedding,
                "embedding_kwargs": args.embedding_kwargs,
                "npe_log_space": args.log_space or None, "npe_augment": args.augment,
+               "refine_solves": args.refine_solves,
                "reference_samples": args.reference_samples, "threads": args.threads}
     options = {k: v for k, v in options.items() if v is not None}
     return BenchmarkConfig.quick(**options) if args.quick else BenchmarkConfig(**options)
@@ -71,6 +75,8 @@ def command_line(args: argparse.Namespace) -> str:
     for flag in ("tmcmc_factor", "method", "rounds", "augment", "embedding", "reference_samples", "threads"):
         if getattr(args, flag) is not None:
             words.append(f"--{flag.replace('_', '-')} {getattr(args, flag)}")
+    if args.refine_solves:
+        words.append("--refine-solves " + " ".join(map(str, args.refine_solves)))
     if args.embedding_kwargs is not None:
         words.append("--embedding-kwargs " + shlex.quote(json.dumps(args.embedding_kwargs)))
     if args.log_space:

@@ -37,6 +37,10 @@ class BenchmarkConfig:
         embedding_kwargs: Extra arguments of the embedding net (e.g. ``{"octants": True}``).
         npe_settings: Further [`InferenceConfig`][sbi_tumor.config.InferenceConfig] settings of
             the NPE runs, by name (e.g. ``{"density_estimator": "nsf"}``).
+        refine_solves: Solves per iteration of the refinement of NPE's posterior with the
+            likelihood TMCMC samples (adaptive importance sampling,
+            [`sbi_tumor.importance`][sbi_tumor.importance]), taken from each budget: NPE then
+            trains on the budget less their sum. Empty (the default): NPE alone.
         max_num_epochs: Cap on training epochs per NPE round.
         stop_after_epochs: Early-stopping patience of NPE.
         num_posterior_samples: Samples drawn from each NPE posterior.
@@ -64,6 +68,7 @@ class BenchmarkConfig:
     embedding: str = InferenceConfig.embedding
     embedding_kwargs: dict = field(default_factory=dict)
     npe_settings: dict = field(default_factory=dict)
+    refine_solves: tuple[int, ...] = ()
     max_num_epochs: int = 200
     stop_after_epochs: int = 20
     num_posterior_samples: int = 1000
@@ -93,12 +98,15 @@ class BenchmarkConfig:
         if unknown:
             raise ValueError(f"npe_settings {sorted(unknown)} are not InferenceConfig settings, or have a "
                              "benchmark setting of their own (npe_method, npe_rounds, ...).")
+        self.refine_solves = tuple(self.refine_solves)
+        if not all(isinstance(n, int) and n >= 1 for n in self.refine_solves):
+            raise ValueError(f"refine_solves must be positive counts per iteration, got {list(self.refine_solves)}.")
         preset = PRESETS.get(self.case)
         if preset is None or preset.truth is None or self.case not in CASE_SEEDS_MM:
             raise ValueError(f"Unknown benchmark case {self.case!r}; valid cases: {sorted(CASE_SEEDS_MM)}.")
-        if not self.budgets or self.budgets[0] < 2 * self.npe_rounds:
-            raise ValueError(f"Every budget must allow >= 2 simulations per NPE round "
-                             f"({self.npe_rounds} rounds), got budgets {list(self.budgets)}.")
+        if not self.budgets or self.budgets[0] - sum(self.refine_solves) < 2 * self.npe_rounds:
+            raise ValueError(f"Every budget must allow >= 2 simulations per NPE round ({self.npe_rounds} rounds) "
+                             f"after {sum(self.refine_solves)} refinement solves, got budgets {list(self.budgets)}.")
         if self.npe_method not in METHODS:
             raise ValueError(f"npe_method must be one of {list(METHODS)}, got {self.npe_method!r}.")
         if self.npe_augment is None:

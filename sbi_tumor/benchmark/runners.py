@@ -19,6 +19,7 @@ import torch
 
 from ..config import InferenceConfig
 
+from ..importance import refine
 from ..inference import run_sequential_npe
 from ..metrics import c2st_score, posterior_metrics
 from ..config import PARAMETER_NAMES, PRESETS
@@ -28,7 +29,10 @@ from ..tmcmc import tmcmc
 from .config import CASE_SEEDS_MM, BenchmarkConfig
 from .task import MatchedProblem
 
-__all__ = ["C2ST_DISTINGUISHABLE", "run_npe", "run_npe_vs_mcmc", "run_tmcmc"]
+__all__ = ["C2ST_DISTINGUISHABLE", "REFINED", "run_npe", "run_npe_vs_mcmc", "run_tmcmc"]
+
+#: The method name of NPE's runs refined with the likelihood (``BenchmarkConfig.refine_solves``).
+REFINED = "NPE+IS"
 
 
 def run_tmcmc(problem: MatchedProblem, num_samples: int, extra_steps: int, seed: int) -> dict[str, Any]:
@@ -44,21 +48,33 @@ def run_tmcmc(problem: MatchedProblem, num_samples: int, extra_steps: int, seed:
 
 
 def run_npe(problem: MatchedProblem, budget: int, config: BenchmarkConfig, seed: int) -> dict[str, Any]:
-    """Sequential NPE on the matched problem with ``budget`` simulations in all."""
+    """Sequential NPE on the matched problem with ``budget`` simulations in all, its posterior
+    refined with the likelihood when ``config.refine_solves`` asks for it (those solves included)."""
     # The mask code T2 + 2 T1 has four values.
     embedding_kwargs = config.embedding_kwargs if config.embedding == "mlp" else \
         {"num_classes": 4} | config.embedding_kwargs
     npe_config = InferenceConfig(**config.npe_settings, method=config.npe_method,
         num_rounds=config.npe_rounds, log_space=config.npe_log_space, augment=config.npe_augment,
-        num_simulations=budget // config.npe_rounds,
+        num_simulations=(budget - sum(config.refine_solves)) // config.npe_rounds,
         embedding=config.embedding, embedding_kwargs=embedding_kwargs,
         max_num_epochs=config.max_num_epochs, stop_after_epochs=config.stop_after_epochs,
         num_posterior_samples=config.num_posterior_samples, seed=seed)
     _, result = run_sequential_npe(problem.npe_simulator(seed), problem.prior, problem.x_o, npe_config,
                                    progress=False)
-    return {"samples": result.samples.double().numpy(), "map": result.map.double().numpy(),
-            "num_simulations": result.num_simulations, "wall_time_s": result.wall_time,
-            "extra": {"npe_method": config.npe_method, "rounds": config.npe_rounds,
+    samples, map_ = result.samples.double().numpy(), result.map.double().numpy()
+    num_simulations, wall_time, refined = result.num_simulations, result.wall_time, {}
+    if config.refine_solves:  # NPE's own samples are kept beside the refined ones
+        start = time.perf_counter()
+        refinement = refine(samples, problem.log_likelihood, problem.prior, solves=config.refine_solves,
+                            num_samples=config.num_posterior_samples, seed=seed)
+        samples, map_ = refinement.samples, refinement.map(problem.prior)
+        num_simulations += refinement.num_simulations
+        wall_time += time.perf_counter() - start
+        refined = {"refine_solves": list(config.refine_solves),
+                   "effective_sample_sizes": list(refinement.effective_sample_sizes)}
+    return {"samples": samples, "map": map_, "num_simulations": num_simulations, "wall_time_s": wall_time,
+            "npe_samples": result.samples.double().numpy(),
+            "extra": {**refined, "npe_method": config.npe_method, "rounds": config.npe_rounds,
                       "log_space": config.npe_log_space, "augment": config.npe_augment,
                       "embedding": config.embedding,
                       "embedding_kwargs": config.embedding_kwargs, "npe_settings": config.npe_settings,
@@ -97,13 +113,16 @@ def run_npe_vs_mcmc(config: BenchmarkConfig, log=print) -> tuple[dict[str, Any],
                 population = max(config.tmcmc_min_samples,
                                  round(budget / (1 + stages * (1 + config.tmcmc_extra_steps))))
                 run = run_tmcmc(problem, population, config.tmcmc_extra_steps, seed)
-            row = {"method": method, "budget": budget, "num_simulations": run["num_simulations"],
+            label = REFINED if method == "NPE" and config.refine_solves else method
+            row = {"method": label, "budget": budget, "num_simulations": run["num_simulations"],
                    "wall_time_s": run["wall_time_s"],
                    "c2st": c2st_score(run["samples"], reference["samples"], config.c2st_samples, config.seed),
                    "parameters": posterior_metrics(run["samples"], run["map"], problem.truth),
                    "map_dice": problem.map_dice(run["map"]), **run["extra"]}
             runs.append(row)
-            samples[f"{method}_{budget}"] = run["samples"]
+            samples[f"{label}_{budget}"] = run["samples"]
+            if label != method:
+                samples[f"{method}_{budget}"] = run["npe_samples"]
             log(f"{method} budget {budget}: {row['num_simulations']} simulations, "
                 f"{row['wall_time_s']:.0f} s, C2ST {row['c2st']:.3f}")
 
@@ -138,9 +157,9 @@ def _target(runs: list[dict], config: BenchmarkConfig) -> dict[str, Any]:
     """Is NPE at the largest budget at least as accurate (C2ST) as TMCMC with the factor more?"""
     if not config.tmcmc_factor:
         return {}
-    npe = next(r for r in runs if r["method"] == "NPE" and r["budget"] == config.budgets[-1])
+    npe = next(r for r in runs if r["method"] in ("NPE", REFINED) and r["budget"] == config.budgets[-1])
     mcmc = next(r for r in runs if r["method"] == "TMCMC" and r["budget"] == config.tmcmc_factor * config.budgets[-1])
     both_fail = min(npe["c2st"], mcmc["c2st"]) >= C2ST_DISTINGUISHABLE
-    return {"npe_budget": npe["budget"], "tmcmc_budget": mcmc["budget"], "npe_c2st": npe["c2st"],
+    return {"npe_method": npe["method"], "npe_budget": npe["budget"], "tmcmc_budget": mcmc["budget"], "npe_c2st": npe["c2st"],
             "tmcmc_c2st": mcmc["c2st"], "met": npe["c2st"] <= mcmc["c2st"] and not both_fail,
             "both_distinguishable": both_fail}
