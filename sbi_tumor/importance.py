@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import torch
 from scipy import stats
 from torch.distributions import Distribution
+
+from .tmcmc import prior_log_prob
 
 __all__ = ["Refinement", "refine"]
 
@@ -71,12 +72,12 @@ class Refinement:
 
     def map(self, prior: Distribution) -> np.ndarray:
         """The solved parameter set of highest posterior density, ``(d,)``."""
-        log_posterior = self.log_likelihoods + _log_prior(prior, self.draws)
+        log_posterior = self.log_likelihoods + prior_log_prob(prior, self.draws)
         return self.draws[int(np.argmax(np.where(np.isfinite(log_posterior), log_posterior, -np.inf)))]
 
 
 def refine(samples, log_likelihood: Callable[[np.ndarray], np.ndarray], prior: Distribution,
-           solves: Sequence[int] = (125, 125), inflation: float = 1.5, df: float = 5.0,
+           solves: Sequence[int] = (100,) * 5, inflation: float = 1.5, df: float = 5.0,
            num_samples: int = 1000, seed: int = 0) -> Refinement:
     """Refine posterior ``samples`` with ``log_likelihood`` by adaptive importance sampling.
 
@@ -111,7 +112,7 @@ def refine(samples, log_likelihood: Callable[[np.ndarray], np.ndarray], prior: D
     draws, log_likelihoods, ess = [], [], []
     for n in solves:
         proposal = stats.multivariate_t(mean, inflation ** 2 * covariance, df=df, seed=rng)
-        theta, inside = _draw_inside(proposal.rvs, prior, n, rng, "proposal")
+        theta, inside = _draw_inside(proposal.rvs, prior, n, "proposal")
         proposals.append((proposal, inside, n))
         draws.append(theta)
         log_likelihoods.append(np.asarray(log_likelihood(theta), dtype=np.float64))
@@ -126,7 +127,7 @@ def refine(samples, log_likelihood: Callable[[np.ndarray], np.ndarray], prior: D
                       "mean and covariance rest on few parameter sets. Give refine() more solves, or a "
                       "posterior closer to the likelihood's.", stacklevel=2)
     gaussian = stats.multivariate_normal(mean, covariance, seed=rng)
-    summary, _ = _draw_inside(gaussian.rvs, prior, num_samples, rng, "Gaussian summary")
+    summary, _ = _draw_inside(gaussian.rvs, prior, num_samples, "Gaussian summary")
     return Refinement(samples=summary, draws=theta_all, log_likelihoods=np.concatenate(log_likelihoods),
                       log_weights=log_weights, mean=mean,
                       covariance=covariance, effective_sample_sizes=tuple(ess), num_simulations=len(theta_all))
@@ -161,18 +162,13 @@ def _normalised(log_weights: np.ndarray) -> np.ndarray:
     return log_weights - np.logaddexp.reduce(log_weights)
 
 
-def _log_prior(prior: Distribution, theta: np.ndarray) -> np.ndarray:
-    return prior.log_prob(torch.as_tensor(theta, dtype=torch.float32)).double().numpy()
-
-
-def _draw_inside(draw: Callable, prior: Distribution, n: int, rng: np.random.Generator,
-                 what: str) -> tuple[np.ndarray, float]:
+def _draw_inside(draw: Callable, prior: Distribution, n: int, what: str) -> tuple[np.ndarray, float]:
     """``n`` draws of ``draw(size)`` inside the prior's support, and the share of draws inside
     (the normalising constant of the proposal restricted to the support)."""
     kept, total, accepted = [], 0, 0
     while accepted < n:
         batch = np.atleast_2d(draw(size=4 * n))
-        ok = np.isfinite(_log_prior(prior, batch))
+        ok = np.isfinite(prior_log_prob(prior, batch))
         total, accepted = total + len(batch), accepted + int(ok.sum())
         kept.append(batch[ok])
         if accepted < n and accepted < MIN_INSIDE_FRACTION * total:
@@ -188,7 +184,7 @@ def _mixture_weights(draws, log_likelihoods, proposals, prior) -> tuple[np.ndarr
     total = sum(n for _, _, n in proposals)
     log_mixture = np.logaddexp.reduce(
         [np.log(n / total) + p.logpdf(theta) - np.log(inside) for p, inside, n in proposals], axis=0)
-    log_weights = np.concatenate(log_likelihoods) + _log_prior(prior, theta) - log_mixture
+    log_weights = np.concatenate(log_likelihoods) + prior_log_prob(prior, theta) - log_mixture
     if not np.isfinite(log_weights).any():
         raise ValueError("No proposed parameter set has a finite likelihood.")
     log_weights = np.where(np.isfinite(log_weights), log_weights, -np.inf)

@@ -102,7 +102,7 @@ def tmcmc(
         torch.manual_seed(int(rng.integers(2**63)))
         theta = prior.sample((num_samples,)).detach().cpu().numpy().astype(np.float64)
     theta = theta.reshape(num_samples, -1)
-    log_prior = _log_prior(prior, theta)
+    log_prior = prior_log_prob(prior, theta)
     log_like = counter(theta)
 
     betas, acceptance_rates = [0.0], []
@@ -129,7 +129,7 @@ def tmcmc(
         accepted = 0
         for _ in range(1 + extra_steps):
             proposal = theta + rng.standard_normal(theta.shape) @ chol.T
-            prop_log_prior = _log_prior(prior, proposal)
+            prop_log_prior = prior_log_prob(prior, proposal)
             inside = np.isfinite(prop_log_prior)
             prop_log_like = np.full(num_samples, -np.inf)
             if inside.any():
@@ -192,7 +192,7 @@ class _CountingLikelihood:
         return np.where(nan, -np.inf, out)
 
 
-def _log_prior(prior: Distribution, theta: np.ndarray) -> np.ndarray:
+def prior_log_prob(prior: Distribution, theta: np.ndarray) -> np.ndarray:
     """``log prior(theta)``, ``(n,)`` float64, ``-inf`` outside the support."""
     t = torch.as_tensor(theta)
     try:

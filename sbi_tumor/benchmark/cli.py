@@ -36,7 +36,7 @@ def add_benchmark_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="NPE training pairs per forward solve, with redrawn thresholds and masks (TSNPE only)")
     p.add_argument("--refine-solves", type=COUNT, nargs="+", metavar="N",
                    help="refine NPE's posterior with the likelihood TMCMC samples: N solves per iteration of "
-                        "adaptive importance sampling, taken from each budget (e.g. 125 125; default: NPE alone)")
+                        "adaptive importance sampling, taken from each budget (e.g. 100 100 100 100 100; default: NPE alone)")
     p.add_argument("--embedding", choices=sorted(EMBEDDING_NAMES), help=f"NPE embedding net (default {defaults.embedding})")
     p.add_argument("--embedding-kwargs", type=json_object, metavar="JSON",
                    help='extra arguments of the embedding net, e.g. \'{"octants": true}\'')

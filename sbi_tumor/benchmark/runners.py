@@ -123,7 +123,7 @@ def run_npe_vs_mcmc(config: BenchmarkConfig, log=print) -> tuple[dict[str, Any],
             samples[f"{label}_{budget}"] = run["samples"]
             if label != method:
                 samples[f"{method}_{budget}"] = run["npe_samples"]
-            log(f"{method} budget {budget}: {row['num_simulations']} simulations, "
+            log(f"{label} budget {budget}: {row['num_simulations']} simulations, "
                 f"{row['wall_time_s']:.0f} s, C2ST {row['c2st']:.3f}")
 
     results = {
