@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from sbi_tumor.benchmark.config import BenchmarkConfig
-from sbi_tumor.benchmark.runners import run_npe
+from sbi_tumor.benchmark.runners import NPE, REFINED, run_npe
 from sbi_tumor.benchmark.task import MatchedProblem
 from sbi_tumor.config import PARAMETER_NAMES
 from sbi_tumor.metrics import c2st_score
@@ -65,8 +65,7 @@ def run_seed(reference_dir: Path, seed: int, variant: dict) -> dict:
     ref_mean, ref_std = reference.mean(0), reference.std(0)
     return {"seed": seed, "budget": budget, "config": asdict(config),
             "c2st": c2st_score(samples, reference, config.c2st_samples, config.seed),
-            "recorded_npe_c2st": next(r["c2st"] for r in recorded["runs"]
-                                      if r["method"] == "NPE" and r["budget"] == recorded_budget),
+            "recorded_npe_c2st": _npe_row(recorded, recorded_budget)["c2st"],
             "tmcmc_10x_c2st": tmcmc["c2st"],
             "std_ratio": dict(zip(PARAMETER_NAMES, (samples.std(0) / ref_std).tolist())),
             "mean_offset_sd": dict(zip(PARAMETER_NAMES, ((samples.mean(0) - ref_mean) / ref_std).tolist())),
@@ -83,8 +82,8 @@ def recorded_default(reference_dir: Path) -> dict:
         recorded = json.loads(path.read_text())
         samples = np.load(path.parent / "samples.npz")
         budget = recorded["config"]["budgets"][-1]
-        npe, reference = samples[f"NPE_{budget}"], samples["reference"]
-        run = next(r for r in recorded["runs"] if r["method"] == "NPE" and r["budget"] == budget)
+        run = _npe_row(recorded, budget)
+        npe, reference = samples[f"{run['method']}_{budget}"], samples["reference"]
         tmcmc = next(r for r in recorded["runs"] if r["method"] == "TMCMC"
                      and r["budget"] == recorded["config"]["tmcmc_factor"] * budget)
         rows.append({"seed": recorded["config"]["seed"], "c2st": run["c2st"], "tmcmc_10x_c2st": tmcmc["c2st"],
@@ -93,6 +92,11 @@ def recorded_default(reference_dir: Path) -> dict:
                                                                   / reference.std(0)).tolist())),
                      "wall_time_s": run["wall_time_s"], "config": recorded["config"]})
     return _summary(rows, {"recorded": str(reference_dir)})
+
+
+def _npe_row(recorded: dict, budget: int) -> dict:
+    """The recorded run of NPE at ``budget``, alone or refined with the likelihood."""
+    return next(r for r in recorded["runs"] if r["method"] in (NPE, REFINED) and r["budget"] == budget)
 
 
 def _summary(rows: list[dict], note: dict) -> dict:

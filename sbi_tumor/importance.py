@@ -27,7 +27,7 @@ import numpy as np
 from scipy import stats
 from torch.distributions import Distribution
 
-from .tmcmc import prior_log_prob
+from .tmcmc import prior_log_prob, tempering_increment
 
 __all__ = ["Refinement", "refine"]
 
@@ -65,11 +65,6 @@ class Refinement:
     effective_sample_sizes: tuple[float, ...]
     num_simulations: int
 
-    @property
-    def sample_efficiency(self) -> float:
-        """Final ESS over the number of solves: 1 when NPE's posterior was the likelihood's."""
-        return self.effective_sample_sizes[-1] / self.num_simulations
-
     def map(self, prior: Distribution) -> np.ndarray:
         """The solved parameter set of highest posterior density, ``(d,)``."""
         log_posterior = self.log_likelihoods + prior_log_prob(prior, self.draws)
@@ -106,8 +101,13 @@ def refine(samples, log_likelihood: Callable[[np.ndarray], np.ndarray], prior: D
         raise ValueError(f"solves must be positive counts per iteration, got {list(solves)}.")
     if not (inflation > 0 and df > 2):
         raise ValueError(f"inflation must be positive and df above 2, got {inflation} and {df}.")
+    mean, covariance = samples.mean(0), np.atleast_2d(np.cov(samples.T))
+    eigenvalues = np.linalg.eigvalsh(covariance) if np.isfinite(covariance).all() else np.array([np.nan])
+    if not eigenvalues[0] > 1e-12 * eigenvalues[-1]:
+        raise ValueError("The samples to refine do not span their d dimensions (a parameter is constant, or "
+                         "two are collinear, or a value is not finite): no proposal can be built from them. "
+                         "Pass posterior draws, not repeated or projected ones.")
     rng = np.random.default_rng(seed)
-    mean, covariance = samples.mean(0), np.cov(samples.T)
     proposals: list[tuple[Any, float, int]] = []  # (frozen scipy t, share inside the support, draws)
     draws, log_likelihoods, ess = [], [], []
     for n in solves:
@@ -141,14 +141,16 @@ def _ess(log_weights: np.ndarray) -> float:
 def _moments(theta: np.ndarray, log_weights: np.ndarray, previous: np.ndarray,
              min_ess: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Weighted mean and covariance, from the weights tempered just enough (raised to the largest
-    power ``beta <= 1``) that they rest on at least ``min_ess`` draws; the ``previous`` covariance
+    power ``beta <= 1``) that they are worth at least ``min_ess`` draws; the ``previous`` covariance
     where they rest on fewer than ``d + 1``, too few to span the ``d`` dimensions."""
+    n = len(log_weights)
     if _ess(log_weights) < min_ess:
-        low, high = 0.0, 1.0  # the ESS falls as beta grows: bisection
-        for _ in range(40):
-            beta = 0.5 * (low + high)
-            low, high = (beta, high) if _ess(_normalised(beta * log_weights)) >= min_ess else (low, beta)
-        log_weights = _normalised(max(low, 1e-12) * log_weights)
+        # ESS = n / (1 + CoV^2): the weights' CoV at most sqrt(n / min_ess - 1), found as TMCMC
+        # finds its next temperature; with too few finite weights, all of them count alike.
+        finite = np.isfinite(log_weights)
+        beta = (tempering_increment(log_weights, 1.0, np.sqrt(n / min_ess - 1))
+                if finite.sum() > min_ess else 0.0)
+        log_weights = _normalised(np.where(finite, beta * log_weights, -np.inf))
     weights = np.exp(log_weights)
     mean = weights @ theta
     centred = theta - mean

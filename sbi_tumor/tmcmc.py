@@ -111,7 +111,7 @@ def tmcmc(
     bar = tqdm(total=1.0, desc="TMCMC", disable=not progress,
                bar_format="{l_bar}{bar}| beta={n:.3g} [{elapsed}{postfix}]")
     while beta < 1.0 and len(acceptance_rates) < max_stages:
-        dbeta = _next_increment(log_like, 1.0 - beta, target_cov)
+        dbeta = tempering_increment(log_like, 1.0 - beta, target_cov)
         # Jump exactly to 1 when within rounding, so the last stage targets the posterior.
         beta = 1.0 if beta + dbeta >= 1.0 - 1e-12 else beta + dbeta
         log_w = dbeta * log_like
@@ -213,7 +213,7 @@ def _prior_dtype(prior: Distribution) -> torch.dtype:
     return mean.dtype if isinstance(mean, Tensor) and mean.is_floating_point() else torch.float64
 
 
-def _next_increment(log_like: np.ndarray, max_increment: float, target_cov: float) -> float:
+def tempering_increment(log_like: np.ndarray, max_increment: float, target_cov: float) -> float:
     """Largest ``dbeta <= max_increment`` with CoV of ``exp(dbeta * log_like)`` at most ``target_cov``.
 
     The CoV grows monotonically with ``dbeta`` (``d/dt log E[e^{2tX}] / E[e^{tX}]^2 =

@@ -121,6 +121,7 @@ def test_quick_benchmark_writes_results(tmp_path, monkeypatch):
 
 
 @pytest.mark.filterwarnings("ignore:The importance weights")  # 20 solves after a 40-solve NPE: few
+@pytest.mark.filterwarnings("ignore:Training stopped at max_num_epochs")  # the quick config's 15 epochs
 def test_npe_refined_with_the_likelihood_spends_the_budget_and_keeps_npes_own_samples():
     config = BenchmarkConfig.quick(budgets=(60,), refine_solves=(10, 10))
     problem = MatchedProblem.create(config)
@@ -130,8 +131,7 @@ def test_npe_refined_with_the_likelihood_spends_the_budget_and_keeps_npes_own_sa
     assert run["samples"].shape == run["npe_samples"].shape == (300, 4)
     assert not np.allclose(run["samples"].mean(0), run["npe_samples"].mean(0))
     assert torch.isfinite(problem.prior.log_prob(torch.as_tensor(run["samples"], dtype=torch.float32))).all()
-    # the MAP is a solved draw: its likelihood is known
-    assert np.isfinite(problem.log_likelihood(run["map"][None]))[0]
+    assert run["map"].shape == (4,)  # Refinement.map is checked in test_importance
     with pytest.raises(ValueError, match="after 50 refinement solves"):
         BenchmarkConfig.quick(budgets=(52,), refine_solves=(25, 25))
     with pytest.raises(ValueError, match="refine_solves must be positive"):
@@ -171,7 +171,7 @@ def test_seeds_summary_counts_met_seeds():
     summary = report.seeds_summary([seed_results(0, 0.6, 0.7), seed_results(1, 0.9, 0.8),
                                        seed_results(2, 0.65, 0.7)])
     assert summary["c2st"]["NPE 1000"]["mean"] == pytest.approx(0.7166667, rel=1e-6)
-    assert summary["target"] == {"npe_method": "NPE", "met_per_seed": [True, False, True], "met": 2, "of": 3,
+    assert summary["target"] == {"method": "NPE", "met_per_seed": [True, False, True], "met": 2, "of": 3,
                                  "required": 3}
     table = report.seeds_table(summary)
     assert "| NPE 1000 | 0.600 | 0.900 | 0.650 | 0.717 ± 0.131 |" in table

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..config import PARAMETER_LABELS
-from .runners import C2ST_DISTINGUISHABLE, REFINED
+from .runners import C2ST_DISTINGUISHABLE, NPE, REFINED
 
 __all__ = ["markdown_table", "seeds_summary", "seeds_table", "write_outputs"]
 
@@ -48,7 +48,7 @@ def markdown_table(results: dict[str, Any], command: str | None = None) -> str:
                      f"{100 * p['front_speed']['mean_rel_error']:.1f} | {dices[0]} | {dices[1]} |")
     target = results.get("target")
     if target:
-        lines += ["", f"Target ({target.get('npe_method', 'NPE')} at {target['npe_budget']} simulations at least as accurate as TMCMC at "
+        lines += ["", f"Target ({target.get('method', NPE)} at {target['npe_budget']} simulations at least as accurate as TMCMC at "
                       f"{target['tmcmc_budget']}, by C2ST): {'met' if target['met'] else 'not met'} "
                       f"({target['npe_c2st']:.3f} vs {target['tmcmc_c2st']:.3f}"
                       + (f"; both at or above {C2ST_DISTINGUISHABLE}, so both fail" if target.get("both_distinguishable")
@@ -65,7 +65,7 @@ def plot_accuracy(results: dict[str, Any], path: Path) -> None:
     panels = [("front_speed", "front speed 2√(Dρ): rel. error of mean"),
               ("infiltration_length", "infiltration length √(D/ρ): rel. error of mean"), ("c2st", "C2ST")]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), constrained_layout=True)
-    for method, style in (("NPE", "o-"), (REFINED, "^-"), ("TMCMC", "s--")):
+    for method, style in ((NPE, "o-"), (REFINED, "^-"), ("TMCMC", "s--")):
         rows = sorted((r for r in results["runs"] if r["method"] == method), key=lambda r: r["num_simulations"])
         if not rows:
             continue
@@ -155,7 +155,8 @@ def seeds_summary(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
         "seeds": [results["config"]["seed"] for results in per_seed],
         "c2st": {name: {"per_seed": values, "mean": float(np.mean(values)), "std": float(np.std(values))}
                  for name, values in rows.items()},
-        "target": {"npe_method": targets[0].get("npe_method", "NPE"), "met_per_seed": [t["met"] for t in targets], "met": sum(t["met"] for t in targets),
+        "target": {"method": " / ".join(sorted({t.get("method", NPE) for t in targets})),
+                   "met_per_seed": [t["met"] for t in targets], "met": sum(t["met"] for t in targets),
                    "of": len(targets), "required": int(np.ceil(0.8 * len(targets)))} if targets else {},
     }
 
@@ -172,7 +173,7 @@ def seeds_table(summary: dict[str, Any]) -> str:
     if target:
         marks = ", ".join(f"seed {s}: {'met' if m else 'missed'}" for s, m in zip(seeds, target["met_per_seed"]))
         verdict = "met" if target["met"] >= target["required"] else "not met"
-        lines += ["", f"C2ST (0.5 = indistinguishable from the reference). Target, {target.get('npe_method', 'NPE')} "
+        lines += ["", f"C2ST (0.5 = indistinguishable from the reference). Target, {target.get('method', NPE)} "
                       "at least as close to the "
                       f"reference as TMCMC with ten times the simulations on {target['required']} of {target['of']} "
                       f"seeds: {verdict} ({target['met']} of {target['of']}; {marks})."]

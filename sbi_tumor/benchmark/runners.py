@@ -29,10 +29,11 @@ from ..tmcmc import tmcmc
 from .config import CASE_SEEDS_MM, BenchmarkConfig
 from .task import MatchedProblem
 
-__all__ = ["C2ST_DISTINGUISHABLE", "REFINED", "run_npe", "run_npe_vs_mcmc", "run_tmcmc"]
+__all__ = ["C2ST_DISTINGUISHABLE", "NPE", "REFINED", "run_npe", "run_npe_vs_mcmc", "run_tmcmc"]
 
-#: The method name of NPE's runs refined with the likelihood (``BenchmarkConfig.refine_solves``).
-REFINED = "NPE+IS"
+#: The method names of NPE's runs, as benchmark rows and ``samples.npz`` keys label them: NPE alone,
+#: and NPE refined with the likelihood (``BenchmarkConfig.refine_solves``).
+NPE, REFINED = "NPE", "NPE+IS"
 
 
 def run_tmcmc(problem: MatchedProblem, num_samples: int, extra_steps: int, seed: int) -> dict[str, Any]:
@@ -101,19 +102,19 @@ def run_npe_vs_mcmc(config: BenchmarkConfig, log=print) -> tuple[dict[str, Any],
         log(f"  {reference['num_simulations']} simulations, {reference['wall_time_s']:.0f} s")
         stages = reference["extra"]["stages"] or config.tmcmc_stage_guess
 
-        plan = [("NPE", b) for b in config.budgets] + [("TMCMC", b) for b in config.budgets]
+        plan = [(NPE, b) for b in config.budgets] + [("TMCMC", b) for b in config.budgets]
         if config.tmcmc_factor:
             plan.append(("TMCMC", config.tmcmc_factor * config.budgets[-1]))
         runs, samples = [], {"reference": reference["samples"]}
         for i, (method, budget) in enumerate(plan):
             seed = config.seed + 1 + i
-            if method == "NPE":
+            if method == NPE:
                 run = run_npe(problem, budget, config, seed)
             else:
                 population = max(config.tmcmc_min_samples,
                                  round(budget / (1 + stages * (1 + config.tmcmc_extra_steps))))
                 run = run_tmcmc(problem, population, config.tmcmc_extra_steps, seed)
-            label = REFINED if method == "NPE" and config.refine_solves else method
+            label = REFINED if method == NPE and config.refine_solves else method
             row = {"method": label, "budget": budget, "num_simulations": run["num_simulations"],
                    "wall_time_s": run["wall_time_s"],
                    "c2st": c2st_score(run["samples"], reference["samples"], config.c2st_samples, config.seed),
@@ -157,9 +158,9 @@ def _target(runs: list[dict], config: BenchmarkConfig) -> dict[str, Any]:
     """Is NPE at the largest budget at least as accurate (C2ST) as TMCMC with the factor more?"""
     if not config.tmcmc_factor:
         return {}
-    npe = next(r for r in runs if r["method"] in ("NPE", REFINED) and r["budget"] == config.budgets[-1])
+    npe = next(r for r in runs if r["method"] in (NPE, REFINED) and r["budget"] == config.budgets[-1])
     mcmc = next(r for r in runs if r["method"] == "TMCMC" and r["budget"] == config.tmcmc_factor * config.budgets[-1])
     both_fail = min(npe["c2st"], mcmc["c2st"]) >= C2ST_DISTINGUISHABLE
-    return {"npe_method": npe["method"], "npe_budget": npe["budget"], "tmcmc_budget": mcmc["budget"], "npe_c2st": npe["c2st"],
+    return {"method": npe["method"], "npe_budget": npe["budget"], "tmcmc_budget": mcmc["budget"], "npe_c2st": npe["c2st"],
             "tmcmc_c2st": mcmc["c2st"], "met": npe["c2st"] <= mcmc["c2st"] and not both_fail,
             "both_distinguishable": both_fail}
