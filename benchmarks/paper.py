@@ -60,7 +60,7 @@ def run(truth, method: str, args, simulator: TumorSimulator, out: Path) -> dict:
                              stop_after_epochs=args.stop_after_epochs, max_num_epochs=args.max_epochs,
                              training_batch_size=args.batch_size, augment=args.augment,
                              proposal_widening=args.proposal_widening,
-                             seed=args.seed)
+                             calibration_solves=args.calibration_solves, seed=args.seed)
     t0 = time.perf_counter()
     _, result = run_sequential_npe(simulator, prior, x_o, config, progress=not args.quiet)
     wall = time.perf_counter() - t0
@@ -80,6 +80,7 @@ def run(truth, method: str, args, simulator: TumorSimulator, out: Path) -> dict:
         "dice_day11_T2": dice(day11[0] >= 1, day11[1] >= 1),
         "dice_day11_T1": dice(day11[0] == 2, day11[1] == 2),
         "augment": config.augment, "num_components": config.num_components,
+        **({"calibration_solves": config.calibration_solves} if config.calibration_solves else {}),
         **({"proposal_widening": config.proposal_widening} if method == "NPE_A" else {}),
         "num_simulations": result.num_simulations, "wall_time_s": wall,
         "simulation_time_s": result.simulation_time, "training_time_s": result.training_time,
@@ -119,6 +120,7 @@ def markdown_table(paths: list[str]) -> str:
                                 [f"augment {augment}"] * (augment > 1) +
                                 ([f"{r['num_components']} components"] if "num_components" in r else []) +
                                 ([f"proposal x{r['proposal_widening']:g}"] if "proposal_widening" in r else []) +
+                                ([f"conformal {r['calibration_solves']}"] if "calibration_solves" in r else []) +
                                 [f"patience {results.get('stop_after_epochs', 20)}, "
                                  f"batch {results.get('batch_size', 50)}, seed {_seed(results)}"])
             truth = ", ".join(f"{v:g}" for v in r["truth"])
@@ -166,6 +168,8 @@ def main(argv=None) -> dict:
                         help="training pairs per solve, thresholds redrawn (TSNPE only; default: the package's)")
     parser.add_argument("--proposal-widening", type=float, default=InferenceConfig.proposal_widening,
                         help="NPE_A: standard deviations of the Gaussian proposal over the posterior's (default %(default)s)")
+    parser.add_argument("--calibration-solves", type=int, default=InferenceConfig.calibration_solves,
+                        help="solves that widen the posterior by split conformal (sbi_tumor.conformal)")
     parser.add_argument("--roi-mm", type=float, default=64.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
