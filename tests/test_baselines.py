@@ -8,19 +8,9 @@ import pytest
 import torch
 from sbi.utils import BoxUniform
 
+from gaussian_target import gaussian_log_likelihood
+
 from sbi_tumor.tmcmc import TMCMCResult, tmcmc
-
-
-def gaussian_log_likelihood(mean: np.ndarray, cov: np.ndarray):
-    """Unnormalised ``log N(theta; mean, cov)`` (so the evidence is the Gaussian integral)."""
-    precision = np.linalg.inv(cov)
-
-    def log_likelihood(theta: np.ndarray) -> np.ndarray:
-        d = theta - mean
-        return -0.5 * np.einsum("ni,ij,nj->n", d, precision, d)
-
-    return log_likelihood
-
 
 MEAN_2D = np.array([1.0, -2.0])
 COV_2D = np.array([[1.0, 0.5], [0.5, 2.0]])

@@ -5,24 +5,14 @@ import pytest
 import torch
 from sbi.utils import BoxUniform
 
+from gaussian_target import gaussian_log_likelihood
+
 from sbi_tumor.importance import MIN_EFFECTIVE_SAMPLES, refine
 
 PRIOR = BoxUniform(torch.full((2,), -10.0), torch.full((2,), 10.0))  # wide: the posterior is the likelihood
 MEAN = np.array([1.0, 2.0])
 COV = np.array([[0.04, 0.03], [0.03, 0.09]])  # correlated, as D and rho along the ridge
 SD = np.sqrt(np.diag(COV))
-
-
-def gaussian_log_likelihood(mean: np.ndarray, cov: np.ndarray):
-    """An unnormalised Gaussian log-likelihood: its posterior under a wide prior is known exactly."""
-    precision = np.linalg.inv(cov)
-
-    def log_likelihood(theta: np.ndarray) -> np.ndarray:
-        centred = theta - mean
-        return -0.5 * np.einsum("ni,ij,nj->n", centred, precision, centred)
-
-    return log_likelihood
-
 
 log_likelihood = gaussian_log_likelihood(MEAN, COV)
 
