@@ -17,15 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import InferenceConfig
-
+from ..config import PARAMETER_NAMES, PRESETS, InferenceConfig
 from ..importance import refine
 from ..inference import run_sequential_npe
 from ..metrics import c2st_score, posterior_metrics
-from ..config import PARAMETER_NAMES, PRESETS
 from ..runtime import set_threads
 from ..sbi_compat import CONSTANT_DATA_WARNING
-from ..tmcmc import tmcmc
+from ..tmcmc import prior_log_prob, tmcmc
 from .config import CASE_SEEDS_MM, BenchmarkConfig
 from .task import MatchedProblem
 
@@ -39,8 +37,7 @@ NPE, REFINED = "NPE", "NPE+IS"
 def run_tmcmc(problem: MatchedProblem, num_samples: int, extra_steps: int, seed: int) -> dict[str, Any]:
     """One TMCMC run on the matched problem: samples, MAP (best sample), count and time."""
     result = tmcmc(problem.log_likelihood, problem.prior, num_samples, extra_steps=extra_steps, seed=seed)
-    log_post = result.log_likelihoods + problem.prior.log_prob(
-        torch.as_tensor(result.samples, dtype=torch.float32)).double().numpy()
+    log_post = result.log_likelihoods + prior_log_prob(problem.prior, result.samples)
     return {"samples": result.samples, "map": result.samples[int(np.argmax(log_post))],
             "num_simulations": result.num_simulations, "wall_time_s": result.wall_time,
             "extra": {"population": num_samples, "extra_steps": extra_steps, "stages": result.num_stages,
@@ -62,7 +59,8 @@ def run_npe(problem: MatchedProblem, budget: int, config: BenchmarkConfig, seed:
         num_posterior_samples=config.num_posterior_samples, seed=seed)
     _, result = run_sequential_npe(problem.npe_simulator(seed), problem.prior, problem.x_o, npe_config,
                                    progress=False)
-    samples, map_ = result.samples.double().numpy(), result.map.double().numpy()
+    npe_samples = result.samples.double().numpy()
+    samples, map_ = npe_samples, result.map.double().numpy()
     num_simulations, wall_time, refined = result.num_simulations, result.wall_time, {}
     if config.refine_solves:  # NPE's own samples are kept beside the refined ones
         start = time.perf_counter()
@@ -74,7 +72,7 @@ def run_npe(problem: MatchedProblem, budget: int, config: BenchmarkConfig, seed:
         refined = {"refine_solves": list(config.refine_solves),
                    "effective_sample_sizes": list(refinement.effective_sample_sizes)}
     return {"samples": samples, "map": map_, "num_simulations": num_simulations, "wall_time_s": wall_time,
-            "npe_samples": result.samples.double().numpy(),
+            "npe_samples": npe_samples,
             "extra": {**refined, "npe_method": config.npe_method, "rounds": config.npe_rounds,
                       "log_space": config.npe_log_space, "augment": config.npe_augment,
                       "embedding": config.embedding,
