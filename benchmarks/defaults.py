@@ -73,6 +73,7 @@ CONFIGS = {
     "default-nsf": dict(density_estimator="nsf"),
     "default-aug30": dict(augment=30),
     "default-conformal50": dict(calibration_solves=50),
+    "default-unconstrained": dict(unconstrained=True),
 }
 
 

@@ -56,7 +56,7 @@ def run(truth, method: str, args, simulator: TumorSimulator, out: Path) -> dict:
     config = InferenceConfig(method=method, num_rounds=args.rounds, num_simulations=args.simulations,
                              embedding=args.embedding, embedding_kwargs=json.loads(args.embedding_kwargs),
                              num_components=args.components,
-                             log_space=args.log_space,
+                             log_space=args.log_space, unconstrained=args.unconstrained,
                              stop_after_epochs=args.stop_after_epochs, max_num_epochs=args.max_epochs,
                              training_batch_size=args.batch_size, augment=args.augment,
                              proposal_widening=args.proposal_widening,
@@ -117,6 +117,7 @@ def markdown_table(paths: list[str]) -> str:
             augment = r.get("augment", results.get("augment") or 1)  # older results: per file
             settings = " ".join([results.get("embedding", "mlp"), *results.get("embedding_kwargs", {})] +
                                 ["log space"] * results.get("log_space", False) +
+                                ["unconstrained"] * results.get("unconstrained", False) +
                                 [f"augment {augment}"] * (augment > 1) +
                                 ([f"{r['num_components']} components"] if "num_components" in r else []) +
                                 ([f"proposal x{r['proposal_widening']:g}"] if "proposal_widening" in r else []) +
@@ -158,6 +159,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--embedding-kwargs", default="{}", metavar="JSON",
                         help='arguments of the embedding net, e.g. \'{"octants": true}\'')
     parser.add_argument("--log-space", action="store_true", help="train on (log D, log rho, u_T1, u_T2)")
+    parser.add_argument("--unconstrained", action="store_true", help="the MDN learns theta in the prior box's logit")
     parser.add_argument("--stop-after-epochs", type=int, default=InferenceConfig.stop_after_epochs,
                         help="early-stopping patience per round (default %(default)s)")
     parser.add_argument("--max-epochs", type=int, default=InferenceConfig.max_num_epochs,
@@ -190,7 +192,7 @@ def main(argv=None) -> dict:
     results = {"benchmark": "paper", "anatomy": "MNI152 2 mm", "seed_mm": SEED_MM, "seed": args.seed,
                "threads": args.threads,
                "embedding": args.embedding, "embedding_kwargs": json.loads(args.embedding_kwargs),
-               "log_space": args.log_space, "stop_after_epochs": args.stop_after_epochs,
+               "log_space": args.log_space, "unconstrained": args.unconstrained, "stop_after_epochs": args.stop_after_epochs,
                "max_epochs": args.max_epochs, "batch_size": args.batch_size, "augment": args.augment,
                "command": "python benchmarks/paper.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
                "roi_shape": list(simulator.roi.shape), "observation_day": PRESETS["paper"].day,

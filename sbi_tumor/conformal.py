@@ -49,13 +49,14 @@ CENTER_SAMPLES = 10_000
 MIN_OWN_CENTER = 100
 
 
-def unbounded_transform(prior: Distribution) -> torch.distributions.Transform:
-    """``T``: theta in the prior's box -> R^d (logit of the box), from the prior's support."""
+def unbounded_transform(prior: Distribution, off: str = "calibration_solves=0") -> torch.distributions.Transform:
+    """``T``: theta in the prior's box -> R^d (logit of the box), from the prior's support;
+    ``off`` names the setting that does without it, for the error on a prior without a box."""
     support = prior.support
     base = getattr(support, "base_constraint", None)
     if not isinstance(base, constraints.interval):
-        raise ValueError(f"Conformal widening needs a prior on a box (as make_prior returns), got "
-                         f"{type(prior).__name__} with support {support}; set calibration_solves=0.")
+        raise ValueError(f"The logit of the prior's box needs a prior on a box (as make_prior returns), got "
+                         f"{type(prior).__name__} with support {support}; set {off}.")
     return biject_to(support).inv  # biject_to maps R^d onto the support
 
 

@@ -175,6 +175,8 @@ def _trainer(prior: Distribution, x_o: torch.Tensor, config: InferenceConfig, pr
                     tracker=CurveTracker()), embedding
     if config.density_estimator == "mdn":
         common["num_components"] = config.num_components
+    if config.unconstrained:
+        common.update(z_score_theta="transform_to_unconstrained", x_dist=prior)
     builder = _standardizing(posterior_nn(config.density_estimator, **common), embedding)
     cls = NPE_B if config.method == "NPE_B" else NPE_C  # TSNPE trains NPE_C with its first-round loss
     return cls(prior=prior, density_estimator=builder, show_progress_bars=progress,
@@ -283,6 +285,8 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
         if config.method == "NPE_A" and not isinstance(prior, BoxUniform):
             raise ValueError("NPE_A with log_space=True needs a prior that is uniform in (log D, log rho): "
                              "use make_prior(..., log_uniform=True), or method 'NPE_B', 'NPE_C' or 'TSNPE'.")
+    if config.unconstrained:  # sbi's transform would silently fall back to z-scoring without a box
+        unbounded_transform(prior, off="unconstrained=False")
     # Views from the coordinates the networks learn to theta, innermost first.
     views: list[Callable[[Any], Any]] = [LogRatesPosterior] if config.log_space else []
     if config.method == "NPE_A":
