@@ -310,7 +310,8 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
                        help="the mdn learns theta in the logit of the prior's box, so none of its mass falls "
                             "outside the prior: with --rounds 1 its intervals hold what they claim (SBC and "
                             "coverage on held-out prior draws), but after several rounds it is no better "
-                            "calibrated than the default and wider (mdn only, not with NPE_A)")
+                            "calibrated than the default and wider (mdn with TSNPE or NPE_B, or one round of "
+                            "NPE_C; not with one scan)")
     group.add_argument("--augment", type=number(int, 0, high=1001), default=None,
                        help="with --method TSNPE: training pairs per solve, each solve observed with this "
                             f"many threshold pairs (default {DEFAULT_AUGMENT} with TSNPE, 1 otherwise)")

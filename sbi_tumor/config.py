@@ -232,7 +232,8 @@ class InferenceConfig:
             instead of theta z-scored, so its density ends at the box's faces instead of leaking
             past them. Calibrated with one round; after four, no better calibrated than the
             default and wider (docs, Benchmarks, "The density in the prior box's logit"). ``mdn``
-            with ``TSNPE``, ``NPE_B`` or ``NPE_C``.
+            with ``TSNPE`` or ``NPE_B`` (``NPE_C`` with one round); a prior on a box, so not with
+            one scan.
         truncation_quantile: with ``TSNPE``, the posterior mass left out of each later round's
             proposal (sbi's ``get_density_thresholder`` default, 1e-4).
         augment: training pairs per forward solve (``TSNPE`` only); ``None`` (the default) means
@@ -311,12 +312,14 @@ class InferenceConfig:
         if self.method == "NPE_A" and self.density_estimator != "mdn":
             raise ValueError(f"NPE_A corrects a Gaussian mixture analytically: density_estimator must be 'mdn', got "
                              f"{self.density_estimator!r} (CLI: --density-estimator).")
-        if self.unconstrained and (self.density_estimator != "mdn" or self.method == "NPE_A"):
+        if self.unconstrained and (self.density_estimator != "mdn" or self.method == "NPE_A"
+                                   or (self.method == "NPE_C" and self.num_rounds > 1)):
             # sbi maps theta onto the real line only in its MDN (and its zuko flows); NPE_A's mixture
-            # must stay in the unit cube its analytic correction is made in.
-            raise ValueError(f"unconstrained=True needs density_estimator='mdn' and method 'TSNPE', 'NPE_B' or "
-                             f"'NPE_C', got {self.density_estimator!r} with {self.method!r} (CLI: "
-                             f"--density-estimator, --method).")
+            # must stay in the unit cube its analytic correction is made in, and NPE_C's later
+            # rounds correct a mixture proposal analytically, which sbi refuses in the logit.
+            raise ValueError(f"unconstrained=True needs density_estimator='mdn' and method 'TSNPE' or 'NPE_B' "
+                             f"('NPE_C' with one round), got {self.density_estimator!r} with {self.method!r} and "
+                             f"{self.num_rounds} rounds (CLI: --density-estimator, --method, --rounds).")
         if self.density_estimator == "fmpe" and (self.num_rounds != 1 or self.method != "TSNPE"):
             # sbi's FMPE takes no proposal, and one round of it is the same under any method.
             raise ValueError(f"density_estimator='fmpe' needs num_rounds=1 and method='TSNPE' (its density is an ODE "

@@ -175,7 +175,7 @@ def _trainer(prior: Distribution, x_o: torch.Tensor, config: InferenceConfig, pr
                     tracker=CurveTracker()), embedding
     if config.density_estimator == "mdn":
         common["num_components"] = config.num_components
-    if config.unconstrained:
+    if config.unconstrained:  # the prior of the coordinates the net learns (phi's with log_space)
         common.update(z_score_theta="transform_to_unconstrained", x_dist=prior)
     builder = _standardizing(posterior_nn(config.density_estimator, **common), embedding)
     cls = NPE_B if config.method == "NPE_B" else NPE_C  # TSNPE trains NPE_C with its first-round loss

@@ -160,6 +160,14 @@ def test_patient_without_origin_or_day_is_a_one_scan_patient(anatomy, scan, tmp_
     assert aged.one_scan and aged.simulator().day == 6.0 and aged.fingerprint() != patient.fingerprint()
     with pytest.raises(InputError, match="give the days"):
         load_patient(seg, None, seed_mm=SEED_MM, anatomy=anatomy)
+    from sbi_tumor.config import InferenceConfig
+    from sbi_tumor.patient.workflow import infer_patient
+
+    for setting in (dict(unconstrained=True), dict(calibration_solves=10)):  # both need a box prior
+        with pytest.raises(ValueError, match="without log_space, unconstrained or calibration_solves"):
+            infer_patient(seg, None, out_dir=tmp_path / "refused", anatomy=anatomy, progress=False,
+                          config=InferenceConfig(**setting))
+        assert not (tmp_path / "refused").exists() and not (tmp_path / "refused.partial").exists()
 
     class Run:  # predict refuses days it cannot know before touching the posterior
         def __init__(self, patient):

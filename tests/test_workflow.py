@@ -336,9 +336,11 @@ def test_a_run_started_before_the_newer_settings_resumes_at_their_defaults(tmp_p
     from sbi_tumor.config import InferenceConfig
     from sbi_tumor.patient.store import open_store
 
+    from sbi_tumor.patient.store import _NEW_INFERENCE_SETTINGS
+
     settings = {"patient": "p", "inference": InferenceConfig(method=method).to_dict()}
     old = {"patient": "p", "inference": {k: v for k, v in settings["inference"].items()
-                                         if k not in ("density_estimator", "ensemble_size", "proposal_widening")}}
+                                         if k not in _NEW_INFERENCE_SETTINGS}}
     path = tmp_path / "work" / "simulations.zarr"
     open_store(path, (4, 4, 4), old, resume=False, progress=False)
     if resumes:  # the new settings at their defaults: as before them

@@ -212,7 +212,7 @@ class SimulationStore:
 
 #: Inference settings added after 0.3, with the value that reproduces a run started before them.
 _NEW_INFERENCE_SETTINGS = {"density_estimator": "mdn", "ensemble_size": 1, "proposal_widening": 2.0,
-                           "calibration_solves": 0}
+                           "calibration_solves": 0, "unconstrained": False}
 
 
 def open_store(path: Path, grid_shape: Sequence[int], settings: dict, resume: bool,

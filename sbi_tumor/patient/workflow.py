@@ -117,10 +117,13 @@ def infer_patient(t1: str | Path, t2: str | Path | None, day: float | None = Non
         raise ValueError(f"The prior has {prior.event_shape[0]} parameters, this patient's model {len(names)} "
                          f"({', '.join(names)}); build it with " + ("one_scan_prior" if patient.one_scan else "make_prior")
                          + ", or pass a preset name.")
-    if patient.one_scan and (config.method == "NPE_A" or config.log_space):
+    if patient.one_scan and (config.method == "NPE_A" or config.log_space or config.unconstrained
+                             or config.calibration_solves):
         raise ValueError("With one scan (no seed point or ADC map) use method 'TSNPE', 'NPE_B' or 'NPE_C' without "
-                         "log_space (CLI: --method, --log-space): NPE_A's correction needs a Gaussian or box prior, "
-                         "and log_space acts on (D, rho), which one scan does not have.")
+                         "log_space, unconstrained or calibration_solves (CLI: --method, --log-space, --unconstrained, "
+                         "--calibration-solves): NPE_A's correction, the logit and the widening need a Gaussian or "
+                         "box prior, and the origin's prior lives on the tumour's voxels; log_space acts on (D, rho), "
+                         "which one scan does not have.")
     x_o = patient.observation(simulator)
     _say(progress, f"Model grid: {model_grid(simulator)} around the tumour; " + (
         f"fitting day {patient.day:g}." if not patient.one_scan else "origin and age unknown: inferring "
