@@ -62,9 +62,10 @@ def save_nifti(path: str | Path, data: np.ndarray | torch.Tensor, affine: np.nda
 
 
 #: Files by which an output directory of this package is recognised (simulate, infer, predict,
-#: demo, benchmark): only such a directory, or an empty one, is replaced with ``overwrite``.
+#: demo, benchmark, a synthetic patient's scans): only such a directory, or an empty one, is
+#: replaced with ``overwrite``.
 OUTPUT_MARKERS = ("volumes.json", "manifest.json", "prediction.json", "results.json", "summary.json",
-                  "inputs/truth.json")
+                  "truth.json", "inputs/truth.json")
 
 
 def check_replaceable(path: str | Path) -> None:
