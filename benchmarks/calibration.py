@@ -9,7 +9,7 @@ the region of interest sized from the case's truth, the model on the whole anato
 * ``--level sequential``: the whole default pipeline run on ``--truths`` truths drawn from the
   prior, each its own sequential inference (``--rounds`` x ``--simulations``); each truth is ranked
   in its own posterior with sbi's ``run_sbc`` (SBC stays valid for sequential methods when every
-  truth gets its own run), and the ranks are checked with sbi's ``check_sbc``. Each finished run
+  truth gets its own, independent run: truth i runs with ``--seed`` + i), and the ranks are checked with sbi's ``check_sbc``. Each finished run
   is kept in ``--out``, so an interrupted sweep loses nothing.
 
 Writes ``results.json``, ``table.md`` and the rank plot (``ranks.png``; amortised also
@@ -29,6 +29,7 @@ import json
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -79,11 +80,20 @@ def sequential(args, simulator, prior, out: Path) -> dict:
                                 "augment": args.augment, "seed": args.seed, **args.settings})
     runs = []
     for i, truth in enumerate(truths):
+        # Truth i runs with seed + i, so the runs are independent and SBC's uniformity test applies.
+        # --shared-seed gives every run the same seed (one round-1 network for all, as in the sweeps
+        # recorded before this option).
+        seed = args.seed if args.shared_seed else args.seed + i
         path = out / f"truth{i}.json"
+        if path.exists() and json.loads(path.read_text()).get("seed", args.seed) != seed:
+            raise SystemExit(f"{path} was run with another seed than this sweep's {seed} (the sweeps recorded "
+                             "before per-truth seeds ran every truth with --seed); pass --shared-seed to "
+                             "resume it, or a new --out.")
         if not path.exists():
             x_o = simulator(truth[None])
-            posterior, result = run_sequential_npe(simulator, prior, x_o, config, progress=not args.quiet)
-            record = {"truth": truth.tolist()}
+            posterior, result = run_sequential_npe(simulator, prior, x_o, replace(config, seed=seed),
+                                                   progress=not args.quiet)
+            record = {"truth": truth.tolist(), "seed": seed}
             # With calibration_solves, the network's own posterior is ranked too: the same run without the widening.
             for key, post in [("", posterior)] + ([("_unwidened", posterior.posterior)]
                                                   if isinstance(posterior, ConformalPosterior) else []):
@@ -125,6 +135,7 @@ def sequential(args, simulator, prior, out: Path) -> dict:
     (out / "table.md").write_text(table)
     return {"calibration": calibration.to_dict() | {"tarp": "not applicable to per-truth sequential runs"},
             **extra, "runs": runs, "config": config.to_dict(),
+            "seeds": [r.get("seed", args.seed) for r in runs],
             "wall_time_s_per_truth": [r["wall_time_s"] for r in runs]}
 
 
@@ -140,7 +151,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--posterior-samples", type=int, default=1000)
     parser.add_argument("--settings", type=json.loads, default={}, metavar="JSON",
                         help="further InferenceConfig settings, e.g. '{\"density_estimator\": \"nsf\"}'")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed (sequential: truth i runs with seed + i)")
+    parser.add_argument("--shared-seed", action="store_true",
+                        help="sequential: every truth runs with --seed, as the sweeps recorded before per-truth seeds did")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
