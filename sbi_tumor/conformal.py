@@ -31,10 +31,11 @@ import math
 from typing import Any
 
 import torch
-from torch.distributions import Distribution, biject_to, constraints
+from torch.distributions import Distribution, biject_to
 
 from .config import CONFORMAL_MASS, MIN_CALIBRATION_SOLVES
 from .posteriors import PosteriorView, best_of_draws
+from .prior import box_of
 from .sbi_compat import InferenceError, sample_unrejected
 
 __all__ = ["CONFORMAL_MASS", "MIN_CALIBRATION_SOLVES", "ConformalPosterior", "conformal_scales", "inside_box", "interval_scores",
@@ -52,12 +53,8 @@ MIN_OWN_CENTER = 100
 def unbounded_transform(prior: Distribution, off: str = "calibration_solves=0") -> torch.distributions.Transform:
     """``T``: theta in the prior's box -> R^d (logit of the box), from the prior's support;
     ``off`` names the setting that does without it, for the error on a prior without a box."""
-    support = prior.support
-    base = getattr(support, "base_constraint", None)
-    if not isinstance(base, constraints.interval):
-        raise ValueError(f"The logit of the prior's box needs a prior on a box (as make_prior returns), got "
-                         f"{type(prior).__name__} with support {support}; set {off}.")
-    return biject_to(support).inv  # biject_to maps R^d onto the support
+    box_of(prior, off)
+    return biject_to(prior.support).inv  # biject_to maps R^d onto the support
 
 
 def inside_box(transform: torch.distributions.Transform, theta: torch.Tensor) -> torch.Tensor:

@@ -50,7 +50,7 @@ from .posteriors import FeaturePosterior, LogRatesPosterior, UnitBoxPosterior, b
 from .sbi_compat import (CONSTANT_DATA_WARNING, FOREIGN_PROPOSAL_WARNING, SAMPLING_BATCH_NOTE, InferenceError,
                          epoch_cap_rounds, explained_failures, quiet, sample_truncated, sample_unrejected)
 from .one_scan import OneScanPrior
-from .prior import LogUniformBox, _LogRatesPrior, log_rates_prior
+from .prior import LogUniformBox, _LogRatesPrior, box_of, log_rates_prior
 from . import parallel
 
 __all__ = ["InferenceError", "InferenceResult", "ObservedManyTimes", "WidenedGaussian", "parameter_pairs",
@@ -286,7 +286,7 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
             raise ValueError("NPE_A with log_space=True needs a prior that is uniform in (log D, log rho): "
                              "use make_prior(..., log_uniform=True), or method 'NPE_B', 'NPE_C' or 'TSNPE'.")
     if config.unconstrained:  # sbi's transform would silently fall back to z-scoring without a box
-        unbounded_transform(prior, off="unconstrained=False")
+        box_of(prior, off="unconstrained=False")
     # Views from the coordinates the networks learn to theta, innermost first.
     views: list[Callable[[Any], Any]] = [LogRatesPosterior] if config.log_space else []
     if config.method == "NPE_A":

@@ -24,6 +24,7 @@ from .config import PARAMETER_NAMES, PRESETS
 
 __all__ = [
     "LogUniformBox",
+    "box_of",
     "log_rates",
     "log_rates_prior",
     "make_prior",
@@ -225,6 +226,16 @@ class _LogRatesPrior(Distribution):
         log_p = self.prior.log_prob(torch.minimum(torch.maximum(theta, self._theta_low), self._theta_high))
         log_p = log_p + value[..., 0] + value[..., 1]
         return torch.where(inside, log_p, torch.full_like(log_p, -math.inf))
+
+
+def box_of(prior: Distribution, off: str) -> constraints.interval:
+    """The box a prior lives on (its support's interval, ``(d,)`` bounds), for the settings that map
+    it onto R^d; ``off`` names the setting that does without it, for the error on a prior without one."""
+    base = getattr(prior.support, "base_constraint", None)
+    if not isinstance(base, constraints.interval):
+        raise ValueError(f"The logit of the prior's box needs a prior on a box (as make_prior returns), got "
+                         f"{type(prior).__name__} with support {prior.support}; set {off}.")
+    return base
 
 
 def log_rates_prior(prior: Distribution) -> Distribution:

@@ -10,7 +10,7 @@ from sbi.utils.user_input_checks import process_prior
 
 from sbi_tumor.config import PARAMETER_LABELS, PARAMETER_NAMES, PRESETS, PriorPreset
 
-from sbi_tumor.prior import LogUniformBox, log_rates, log_rates_prior, make_prior, rates
+from sbi_tumor.prior import LogUniformBox, box_of, log_rates, log_rates_prior, make_prior, rates
 
 
 def test_presets():
@@ -166,3 +166,12 @@ def test_log_rates_prior_of_a_log_uniform_box_is_box_uniform():
                                torch.tensor([math.log(0.2), math.log(0.1), 0.5, 0.05]))
     with pytest.raises(ValueError, match="needs a make_prior"):
         log_rates_prior(torch.distributions.Normal(torch.zeros(4), 1.0))
+
+
+def test_box_of():
+    box = box_of(make_prior("paper"), off="x=0")
+    assert box.lower_bound.tolist() == pytest.approx([0.2, 0.1, 0.5, 0.05])
+    assert box.upper_bound.tolist() == pytest.approx([4.0, 1.2, 0.85, 0.5])
+    gaussian = torch.distributions.MultivariateNormal(torch.zeros(4), torch.eye(4))
+    with pytest.raises(ValueError, match="needs a prior on a box.*set x=0"):
+        box_of(gaussian, off="x=0")
