@@ -1,7 +1,7 @@
 """Where a truth of the sequential calibration sits in its own posterior's density.
 
-For each ``--truths`` index of ``benchmarks/calibration.py --level sequential --case paper`` (the
-same truths, observation window and seed), reruns the default pipeline and reports the posterior
+For each ``--truths`` index of ``benchmarks/calibration.py --level sequential --case paper
+--shared-seed`` (the same truths, observation window and seed), reruns the default pipeline and reports the posterior
 mass whose density is below the truth's (``mass_below_truth``, from ``--samples`` draws): near 0
 the truth lies in the far tail of the joint posterior, where TSNPE's truncated region (the
 ``1 - truncation_quantile`` highest-density region) may have cut it off; well above 0 it lies
