@@ -227,6 +227,7 @@ def _volume_table(prediction) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from .io import mark_output
     from .patient.prediction import predict, save_prediction
     from .patient.synthetic import make_synthetic_patient
     from .patient.workflow import infer_patient
@@ -235,6 +236,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists():  # main() checked that --overwrite was given and that it is an output of ours
         shutil.rmtree(out)
+    out.mkdir(parents=True)
+    mark_output(out)  # an interrupted demo's folder is still known for ours
     progress = not args.quiet
     timings = {}
     t0 = time.perf_counter()

@@ -50,7 +50,7 @@ from .posteriors import FeaturePosterior, LogRatesPosterior, UnitBoxPosterior, b
 from .sbi_compat import (CONSTANT_DATA_WARNING, FOREIGN_PROPOSAL_WARNING, SAMPLING_BATCH_NOTE, InferenceError,
                          epoch_cap_rounds, explained_failures, quiet, sample_truncated, sample_unrejected)
 from .one_scan import OneScanPrior
-from .prior import LogUniformBox, _LogRatesPrior, box_of, log_rates_prior
+from .prior import LogUniformBox, _LogRatesPrior, box_of, log_rates_prior, support_box
 from . import parallel
 
 __all__ = ["InferenceError", "InferenceResult", "ObservedManyTimes", "WidenedGaussian", "parameter_pairs",
@@ -295,7 +295,7 @@ def run_sequential_npe(simulator: Callable, prior: Distribution, x_o: torch.Tens
         if not isinstance(prior, BoxUniform):
             raise ValueError(f"NPE_A needs a prior uniform on a box (its analytic correction), got "
                              f"{type(prior).__name__}: use make_prior(...) without log_uniform, or another method.")
-        box = prior.support.base_constraint
+        box = support_box(prior.support)
         views.insert(0, partial(UnitBoxPosterior, low=box.lower_bound, high=box.upper_bound))
         prior = BoxUniform(torch.zeros(dim), torch.ones(dim))
 

@@ -8,6 +8,7 @@ atomic operation on POSIX).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import uuid
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["OUTPUT_MARKERS", "atomic_output_dir", "check_replaceable", "package_version", "save_nifti"]
+__all__ = ["OUTPUT_MARKER", "atomic_output_dir", "check_replaceable", "mark_output", "package_version", "save_nifti"]
 
 
 # -- writing --------------------------------------------------------------------------------
@@ -61,11 +62,31 @@ def save_nifti(path: str | Path, data: np.ndarray | torch.Tensor, affine: np.nda
     return path
 
 
-#: Files by which an output directory of this package is recognised (simulate, infer, predict,
-#: demo, benchmark, a synthetic patient's scans): only such a directory, or an empty one, is
-#: replaced with ``overwrite``.
-OUTPUT_MARKERS = ("volumes.json", "manifest.json", "prediction.json", "results.json", "summary.json",
-                  "truth.json", "inputs/truth.json")
+#: The file every output directory of this package holds (simulate, infer, predict, demo,
+#: benchmark, a synthetic patient's scans): only such a directory, or an empty one, is replaced
+#: with ``overwrite``. Its name and contents are this package's, so a user's own folder is never
+#: mistaken for one (a ``results.json`` or ``truth.json`` of their own proves nothing).
+OUTPUT_MARKER = ".sbi-tumor-output"
+#: What ``sbi-tumor infer`` wrote before the marker (0.3.0): a ``manifest.json`` with this key.
+_LEGACY_MANIFEST_KEY = "package_version"
+
+
+def mark_output(path: str | Path) -> None:
+    """Mark the directory ``path`` as an output of this package (see ``OUTPUT_MARKER``)."""
+    (Path(path) / OUTPUT_MARKER).write_text(json.dumps({"written_by": "sbi-tumor", "version": package_version()}))
+
+
+def _is_output(path: Path) -> bool:
+    marker = path / OUTPUT_MARKER
+    if marker.is_file():
+        try:
+            return json.loads(marker.read_text()).get("written_by") == "sbi-tumor"
+        except (ValueError, AttributeError):
+            return False
+    try:  # a posterior directory written before the marker
+        return _LEGACY_MANIFEST_KEY in json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def check_replaceable(path: str | Path) -> None:
@@ -79,9 +100,10 @@ def check_replaceable(path: str | Path) -> None:
     here = Path.cwd().resolve()
     if path.resolve() == here or path.resolve() in here.parents:
         raise FileExistsError(f"{path} is the working directory or one above it; give a new output directory.")
-    if any(path.iterdir()) and not any((path / marker).exists() for marker in OUTPUT_MARKERS):
-        raise FileExistsError(f"{path} holds files that sbi-tumor did not write (none of {', '.join(OUTPUT_MARKERS)}); "
-                              "refusing to replace it. Choose another output directory.")
+    if any(path.iterdir()) and not _is_output(path):
+        raise FileExistsError(f"{path} holds files that sbi-tumor did not write (it has no {OUTPUT_MARKER}); "
+                              "refusing to replace it. Choose another output directory, or delete it yourself "
+                              "if it is an output of sbi-tumor 0.3.0 or older.")
 
 
 @contextlib.contextmanager
@@ -92,7 +114,8 @@ def atomic_output_dir(path: str | Path, overwrite: bool = False) -> Iterator[Pat
     an output of this package ([`check_replaceable`][sbi_tumor.io.check_replaceable]); both are
     checked before the body runs, so no work is wasted. On error the temporary directory is deleted and ``path`` is
     left as it was. Replacing moves the old directory aside first, so for an instant neither
-    exists, but a reader never sees a mixture of old and new files.
+    exists, but a reader never sees a mixture of old and new files. The directory holds
+    ``OUTPUT_MARKER``, so a later ``overwrite`` knows it for this package's.
     """
     path = Path(path)
     if path.exists() and not overwrite:
@@ -105,6 +128,7 @@ def atomic_output_dir(path: str | Path, overwrite: bool = False) -> Iterator[Pat
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     tmp.mkdir()
     try:
+        mark_output(tmp)
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -29,6 +29,7 @@ __all__ = [
     "log_rates_prior",
     "make_prior",
     "rates",
+    "support_box",
 ]
 
 # Index of each parameter in theta, so checks read by name rather than number.
@@ -192,7 +193,8 @@ class _LogRatesPrior(Distribution):
 
     def __init__(self, prior: BoxUniform):
         self.prior = prior
-        a, b = prior.support.base_constraint.lower_bound, prior.support.base_constraint.upper_bound
+        box = support_box(prior.support)
+        a, b = box.lower_bound, box.upper_bound
         self.low, self.high, self._theta_low, self._theta_high = log_rates(a), log_rates(b), a, b
         # Moments of log x for x uniform on [a, b] (sbi z-scores theta with them).
         a2, b2 = a[:2].double(), b[:2].double()
@@ -228,14 +230,22 @@ class _LogRatesPrior(Distribution):
         return torch.where(inside, log_p, torch.full_like(log_p, -math.inf))
 
 
+def support_box(support: constraints.Constraint) -> constraints.interval | None:
+    """The interval under a support's ``independent`` wrappers (a box's ``(d,)`` bounds), or None
+    for a support that is no box."""
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    return support if isinstance(support, constraints.interval) else None
+
+
 def box_of(prior: Distribution, off: str) -> constraints.interval:
     """The box a prior lives on (its support's interval, ``(d,)`` bounds), for the settings that map
     it onto R^d; ``off`` names the setting that does without it, for the error on a prior without one."""
-    base = getattr(prior.support, "base_constraint", None)
-    if not isinstance(base, constraints.interval):
+    box = support_box(prior.support)
+    if box is None:
         raise ValueError(f"The logit of the prior's box needs a prior on a box (as make_prior returns), got "
                          f"{type(prior).__name__} with support {prior.support}; set {off}.")
-    return base
+    return box
 
 
 def log_rates_prior(prior: Distribution) -> Distribution:
@@ -248,7 +258,7 @@ def log_rates_prior(prior: Distribution) -> Distribution:
     if isinstance(prior, LogUniformBox) and prior.log_dims.tolist() == [True, True, False, False]:
         low, high = log_rates(prior.low), log_rates(prior.high)
         return BoxUniform(low=low, high=high, device=str(low.device))
-    if isinstance(prior, BoxUniform) and torch.all(prior.support.base_constraint.lower_bound[:2] > 0):
+    if isinstance(prior, BoxUniform) and torch.all(support_box(prior.support).lower_bound[:2] > 0):
         return _LogRatesPrior(prior)
     raise ValueError("Training on (log D, log rho) needs a make_prior(...) prior (BoxUniform or log-uniform) "
                      f"with D > 0 and rho > 0, got {prior}.")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from sbi_tumor.anatomy import Anatomy
-from sbi_tumor.io import atomic_output_dir, save_nifti
+from sbi_tumor.io import OUTPUT_MARKER, atomic_output_dir, check_replaceable, save_nifti
 from sbi_tumor.patient.inputs import InputError, adc_to_density, check_day, load_adc, load_label_map, load_mask, load_segmentations, to_anatomy_grid
 from sbi_tumor.patient.store import SimulationStore, StoreError
 
@@ -276,12 +276,12 @@ def test_atomic_output_dir(tmp_path):
         with atomic_output_dir(target, overwrite=True) as tmp:
             (tmp / "b.txt").write_text("partial")
             raise RuntimeError("simulation failed")
-    assert sorted(p.name for p in target.iterdir()) == ["results.json"]  # old output untouched
+    assert sorted(p.name for p in target.iterdir()) == [OUTPUT_MARKER, "results.json"]  # old output untouched
     assert no_hidden_files(tmp_path)
 
     with atomic_output_dir(target, overwrite=True) as tmp:
         (tmp / "b.txt").write_text("2")
-    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+    assert sorted(p.name for p in target.iterdir()) == [OUTPUT_MARKER, "b.txt"]
     assert no_hidden_files(tmp_path)
 
     foreign = tmp_path / "thesis"
@@ -291,6 +291,28 @@ def test_atomic_output_dir(tmp_path):
         with atomic_output_dir(foreign, overwrite=True):
             pytest.fail("the body must not run")
     assert (foreign / "thesis.tex").exists()
+
+
+@pytest.mark.parametrize("files", [{"truth.json": "{}"}, {"results.json": "{}", "summary.json": "{}"},
+                                   {OUTPUT_MARKER: "my notes"}, {OUTPUT_MARKER: '{"written_by": "me"}'},
+                                   {"manifest.json": '{"name": "my project"}'}])
+def test_a_users_folder_is_not_taken_for_an_output_by_its_file_names(tmp_path, files):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    with pytest.raises(FileExistsError, match=f"did not write \\(it has no {OUTPUT_MARKER}\\)"):
+        check_replaceable(folder)
+
+
+def test_outputs_of_this_package_and_of_0_3_0_are_replaceable(tmp_path):
+    with atomic_output_dir(tmp_path / "new") as tmp:
+        (tmp / "truth.json").write_text("{}")
+    check_replaceable(tmp_path / "new")
+    old = tmp_path / "posterior-0.3.0"  # infer's manifest from before the marker
+    old.mkdir()
+    (old / "manifest.json").write_text('{"package_version": "0.3.0"}')
+    check_replaceable(old)
 
 
 def test_atomic_output_dir_failure_creates_nothing(tmp_path):

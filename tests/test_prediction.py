@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sbi_tumor.patient import prediction as prediction_module
-from sbi_tumor.io import save_nifti
+from sbi_tumor.io import OUTPUT_MARKER, save_nifti
 from sbi_tumor.observation import dice
 from sbi_tumor.patient.prediction import predict, save_prediction
 from sbi_tumor.patient.synthetic import make_synthetic_patient
@@ -100,7 +100,7 @@ def test_saved_prediction_is_complete_and_on_the_input_grid(case, prediction, tm
     patient, run = case
     out = tmp_path / "prediction"
     files = save_prediction(prediction, run, out)
-    assert sorted(p.name for p in out.iterdir()) == sorted(files.values())
+    assert sorted(p.name for p in out.iterdir()) == sorted([*files.values(), OUTPUT_MARKER])
     labels = nib.load(str(out / f"map_labels_day{patient.later_day:g}.nii.gz"))
     assert labels.shape == run.patient.input_shape
     np.testing.assert_allclose(labels.affine, run.patient.input_affine)

@@ -10,7 +10,7 @@ from sbi.utils.user_input_checks import process_prior
 
 from sbi_tumor.config import PARAMETER_LABELS, PARAMETER_NAMES, PRESETS, PriorPreset
 
-from sbi_tumor.prior import LogUniformBox, box_of, log_rates, log_rates_prior, make_prior, rates
+from sbi_tumor.prior import LogUniformBox, box_of, log_rates, log_rates_prior, make_prior, rates, support_box
 
 
 def test_presets():
@@ -175,3 +175,13 @@ def test_box_of():
     gaussian = torch.distributions.MultivariateNormal(torch.zeros(4), torch.eye(4))
     with pytest.raises(ValueError, match="needs a prior on a box.*set x=0"):
         box_of(gaussian, off="x=0")
+
+
+def test_support_box_reads_every_box_prior_and_nothing_else():
+    for prior in (make_prior("human"), make_prior("human", log_uniform=True), log_rates_prior(make_prior("paper"))):
+        box = support_box(prior.support)
+        assert box.lower_bound.shape == box.upper_bound.shape == (4,)
+        assert torch.all(prior.sample((200,)) >= box.lower_bound) and torch.all(prior.sample((200,)) <= box.upper_bound)
+    assert support_box(make_prior("human", log_uniform=True).support).upper_bound.tolist() == pytest.approx(
+        [1.5, 0.2, 0.85, 0.5])
+    assert support_box(torch.distributions.MultivariateNormal(torch.zeros(4), torch.eye(4)).support) is None

@@ -20,7 +20,8 @@ from sbi_tumor.patient.inputs import load_patient
 from sbi_tumor.patient.report import posterior_predictive_check
 from sbi_tumor.patient.synthetic import make_synthetic_patient
 from sbi_tumor.patient.run import load_run
-from sbi_tumor.patient.workflow import infer_patient
+from sbi_tumor.patient.workflow import infer_patient, prior_bounds
+from sbi_tumor.prior import make_prior
 from tiny_patient import SCAN_DAYS, tiny_anatomy, tiny_config
 
 
@@ -351,3 +352,11 @@ def test_a_run_started_before_the_newer_settings_resumes_at_their_defaults(tmp_p
     else:  # NPE_A's proposal changed with them
         with pytest.raises(StoreError, match="different inference settings"):
             open_store(path, (4, 4, 4), settings, resume=True, progress=False)
+
+
+def test_prior_bounds_are_the_box_or_else_wide_quantiles():
+    low, high = prior_bounds(make_prior("human", log_uniform=True))
+    assert low == pytest.approx([0.02, 0.002, 0.5, 0.05]) and high == pytest.approx([1.5, 0.2, 0.85, 0.5])
+    torch.manual_seed(0)
+    low, high = prior_bounds(torch.distributions.MultivariateNormal(torch.zeros(4), torch.eye(4)))
+    assert low == pytest.approx([-3.09] * 4, abs=0.3) and high == pytest.approx([3.09] * 4, abs=0.3)

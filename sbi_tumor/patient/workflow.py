@@ -41,7 +41,7 @@ from ..config import GREY_MATTER_RATIO, InferenceConfig, parameter_names
 from ..inference import run_sequential_npe
 from ..io import atomic_output_dir
 from ..one_scan import one_scan_prior
-from ..prior import make_prior
+from ..prior import make_prior, support_box
 from .inputs import load_patient
 from .report import model_grid, write_run
 from .run import InferenceRun
@@ -149,11 +149,9 @@ def infer_patient(t1: str | Path, t2: str | Path | None, day: float | None = Non
 def prior_bounds(prior: Distribution) -> tuple[list[float], list[float]]:
     """``(low, high)`` of a box prior (``BoxUniform``, ``LogUniformBox``) or of the bounding box of a
     ``OneScanPrior``, else 0.1/99.9% quantiles."""
-    support = getattr(prior, "bounding_box", prior.support)
-    while hasattr(support, "base_constraint"):
-        support = support.base_constraint
-    if hasattr(support, "lower_bound"):
-        low, high = (torch.as_tensor(b).expand(prior.event_shape) for b in (support.lower_bound, support.upper_bound))
+    box = support_box(getattr(prior, "bounding_box", prior.support))
+    if box is not None:
+        low, high = (torch.as_tensor(b).expand(prior.event_shape) for b in (box.lower_bound, box.upper_bound))
     else:
         low, high = torch.quantile(prior.sample((10_000,)), torch.tensor([0.001, 0.999]), dim=0)
     return low.tolist(), high.tolist()
