@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from sbi_tumor.cli import main
-from sbi_tumor.io import save_nifti
+from sbi_tumor.io import OUTPUT_MARKER, check_replaceable, save_nifti
 from sbi_tumor.patient.report import ADC_CAVEAT
 from sbi_tumor.patient.store import SimulationStore
 from sbi_tumor.patient.synthetic import make_synthetic_patient
@@ -190,6 +190,9 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     for name in ("inputs/scan1_adc.nii.gz", "inputs/truth.json", "posterior/pairplot.png",
                  "posterior/samples.csv", "prediction/volumes.png", "prediction/volumes.csv"):
         assert (out / name).is_file(), name
+    # Its top folder is marked as ours, so `demo --overwrite` may replace it; a user's folder is refused.
+    assert json.loads((out / OUTPUT_MARKER).read_text())["written_by"] == "sbi-tumor"
+    check_replaceable(out)
 
 
 def test_simulate_runs_user_tissue_maps_on_their_own_grid(mni2, tmp_path, capsys):
