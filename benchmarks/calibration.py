@@ -70,12 +70,18 @@ def amortised(args, simulator, prior, out: Path) -> dict:
             "config": result.config}
 
 
+def sweep_truths(prior, num_truths: int, seed: int) -> torch.Tensor:
+    """The ``(num_truths, 4)`` truths of a sequential sweep run with ``--seed seed``."""
+    truths, _ = held_out_pairs(lambda t: t, prior, num_truths, seed=seed + 1000)
+    return truths
+
+
 def sequential(args, simulator, prior, out: Path) -> dict:
     from sbi.diagnostics import check_sbc, run_sbc
 
     from sbi_tumor.diagnostics import Calibration, rank_plot
 
-    truths, _ = held_out_pairs(lambda t: t, prior, args.truths, seed=args.seed + 1000)
+    truths = sweep_truths(prior, args.truths, args.seed)
     config = InferenceConfig(**{"num_rounds": args.rounds, "num_simulations": args.simulations,
                                 "augment": args.augment, "seed": args.seed, **args.settings})
     runs = []

@@ -1,7 +1,7 @@
 """Are a sequential sweep's truths harder than a typical prior draw?
 
 A sequential calibration sweep (``calibration.py --level sequential --seed S``) checks 30 truths,
-drawn with ``held_out_pairs(..., seed=S + 1000)``; with so few, a miss may say as much about the
+drawn by ``calibration.sweep_truths``; with so few, a miss may say as much about the
 truths as about the method. This script trains the first-round (amortised) network of the
 configuration with each of ``--seeds`` and counts, per parameter, how often its 90% central
 interval covers (a) its own ``--pairs`` held-out prior draws and (b) the sweep's ``--truths``
@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from scipy import stats
 
+from calibration import sweep_truths
 from defaults import CASES, case_simulator
 from sbi_tumor.anatomy import load_mni152
 from sbi_tumor.config import PARAMETER_NAMES, InferenceConfig
@@ -81,7 +82,7 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     prior = make_prior(CASES[args.case][0])
     simulator = case_simulator(args.case, load_mni152(2.0))
-    truths, _ = held_out_pairs(lambda t: t, prior, args.truths, seed=args.truth_seed + 1000)  # as the sweep
+    truths = sweep_truths(prior, args.truths, args.truth_seed)
     networks = []
     for seed in args.seeds:
         path = out / f"network_seed{seed}.json"
