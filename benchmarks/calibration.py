@@ -76,10 +76,32 @@ def sweep_truths(prior, num_truths: int, seed: int) -> torch.Tensor:
     return truths
 
 
-def sequential(args, simulator, prior, out: Path) -> dict:
-    from sbi.diagnostics import check_sbc, run_sbc
+def sweep_calibration(runs: list[dict], key: str, num_posterior_samples: int):
+    """sbi's ``check_sbc`` on a sequential sweep's recorded runs (``truthI.json`` records: ``truth``,
+    ``ranks{key}``, ``dap{key}``; ``key`` is ``""`` or ``"_unwidened"``), as a `Calibration`."""
+    from sbi.diagnostics import check_sbc
 
-    from sbi_tumor.diagnostics import Calibration, rank_plot
+    from sbi_tumor.diagnostics import Calibration
+
+    ranks = np.array([r[f"ranks{key}"] for r in runs])
+    with torch.random.fork_rng():  # check_sbc's C2ST draws its uniform reference ranks from torch
+        torch.manual_seed(0)
+        checks = check_sbc(torch.tensor(ranks), torch.tensor([r["truth"] for r in runs]),
+                           torch.tensor([r[f"dap{key}"] for r in runs]), num_posterior_samples=num_posterior_samples)
+    nan = np.full(1, np.nan)
+    return Calibration(
+        names=PARAMETER_NAMES, ranks=ranks, num_posterior_samples=num_posterior_samples,
+        ks_pvalues=[float(v) for v in checks["ks_pvals"]], c2st_ranks=[float(v) for v in checks["c2st_ranks"]],
+        c2st_dap=float(torch.as_tensor(checks["c2st_dap"]).mean()),
+        coverage_50=coverage_from_ranks(ranks, num_posterior_samples, 0.5),
+        coverage_90=coverage_from_ranks(ranks, num_posterior_samples, 0.9),
+        tarp_atc=float("nan"), tarp_ks_pvalue=float("nan"), tarp_ecp=nan, tarp_alpha=nan)
+
+
+def sequential(args, simulator, prior, out: Path) -> dict:
+    from sbi.diagnostics import run_sbc
+
+    from sbi_tumor.diagnostics import rank_plot
 
     truths = sweep_truths(prior, args.truths, args.seed)
     config = InferenceConfig(**{"num_rounds": args.rounds, "num_simulations": args.simulations,
@@ -115,26 +137,13 @@ def sequential(args, simulator, prior, out: Path) -> dict:
                   file=sys.stderr, flush=True)
         runs.append(json.loads(path.read_text()))
 
-    def checked(key: str) -> Calibration:
-        ranks = np.array([r[f"ranks{key}"] for r in runs])
-        checks = check_sbc(torch.tensor(ranks), truths, torch.tensor([r[f"dap{key}"] for r in runs]),
-                           num_posterior_samples=args.posterior_samples)
-        nan = np.full(1, np.nan)
-        return Calibration(
-            names=PARAMETER_NAMES, ranks=ranks, num_posterior_samples=args.posterior_samples,
-            ks_pvalues=[float(v) for v in checks["ks_pvals"]], c2st_ranks=[float(v) for v in checks["c2st_ranks"]],
-            c2st_dap=float(torch.as_tensor(checks["c2st_dap"]).mean()),
-            coverage_50=coverage_from_ranks(ranks, args.posterior_samples, 0.5),
-            coverage_90=coverage_from_ranks(ranks, args.posterior_samples, 0.9),
-            tarp_atc=float("nan"), tarp_ks_pvalue=float("nan"), tarp_ecp=nan, tarp_alpha=nan)
-
-    calibration = checked("")
+    calibration = sweep_calibration(runs, "", args.posterior_samples)
     save_figure(rank_plot(calibration), out / "ranks.png")
     # TARP needs one posterior for every x: it does not apply to per-truth sequential runs.
     table = calibration.table().rsplit("| joint (TARP)", 1)[0]
     extra = {}
     if all("ranks_unwidened" in r for r in runs):
-        unwidened = checked("_unwidened")
+        unwidened = sweep_calibration(runs, "_unwidened", args.posterior_samples)
         extra = {"calibration_unwidened": unwidened.to_dict()}
         table += "\nThe same runs' posteriors before the conformal widening:\n\n" + \
             unwidened.table().rsplit("| joint (TARP)", 1)[0]

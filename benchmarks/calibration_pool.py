@@ -1,0 +1,93 @@
+"""One SBC check over the truths of several sequential sweeps of the same pipeline.
+
+A 30-truth sweep (``benchmarks/calibration.py --level sequential``) measures a 90% coverage to about
+±0.055 (binomial) and its truths add more scatter (``benchmarks/truth_set.py``); sweeps of the same
+configuration run with other ``--seed`` values hold independent truths and independent runs, so their
+ranks pool into one, tighter check. The sweeps must share their configuration and case, and no two
+runs may share a seed (else the runs are not independent, as SBC assumes). Writes ``results.json``,
+``table.md`` and ``ranks.png`` to ``--out``; prints the JSON.
+
+    python benchmarks/calibration_pool.py --out benchmarks/results/calibration/sequential_paper_pooled \\
+        benchmarks/results/calibration/sequential_paper_seeds benchmarks/results/calibration/sequential_paper_seeds100
+"""
+
+from __future__ import annotations
+
+import _common  # noqa: F401  (first: OpenMP's passive waiting before torch and numba load)
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from scipy.stats import binomtest
+
+from calibration import sweep_calibration
+from sbi_tumor.diagnostics import KS_MIN_PVALUE, COVERAGE_90_RANGE, rank_plot
+from sbi_tumor.plots import save_figure
+from _common import emit  # benchmarks/ is on sys.path when run as a script
+
+
+def pipeline(sweep: dict) -> tuple:
+    """What a sweep ran, its seed aside: the case and the configuration."""
+    return sweep["case"], {k: v for k, v in sweep["config"].items() if k != "seed"}
+
+
+def pooled_runs(sweeps: list[dict]) -> list[dict]:
+    """The runs of ``sweeps`` (their ``results.json``), refused unless they pool into one valid SBC check."""
+    first = sweeps[0]
+    for sweep in sweeps:
+        if sweep["level"] != "sequential" or "seeds" not in sweep:
+            raise SystemExit(f"{sweep['command']!r} is not a sequential sweep with per-truth seeds (amortised, "
+                             "or recorded before them): only those pool.")
+        if pipeline(sweep) != pipeline(first):
+            raise SystemExit(f"{sweep['command']!r} runs another case or configuration than {first['command']!r}: "
+                             "pool only sweeps of the same pipeline.")
+    if len({sweep["calibration"]["num_posterior_samples"] for sweep in sweeps}) > 1:
+        raise SystemExit("the sweeps ranked their truths among different numbers of posterior samples.")
+    seeds = [seed for sweep in sweeps for seed in sweep["seeds"]]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit("two runs share a seed (overlapping --seed ranges or a --shared-seed sweep): their "
+                         "runs are not independent; pool sweeps whose seeds are --seed + truth index, apart.")
+    return [run for sweep in sweeps for run in sweep["runs"]]
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweeps", nargs="+", type=Path, help="folders of benchmarks/calibration.py sequential sweeps")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    sweeps = [json.loads((path / "results.json").read_text()) for path in args.sweeps]
+    runs = pooled_runs(sweeps)
+    num_posterior_samples = sweeps[0]["calibration"]["num_posterior_samples"]
+    out.mkdir(parents=True, exist_ok=True)
+    results = {"benchmark": "calibration_pool", "level": "sequential", "case": sweeps[0]["case"],
+               "command": shlex.join(["python", "benchmarks/calibration_pool.py", *(argv or sys.argv[1:])]),
+               "sweeps": [sweep["command"] for sweep in sweeps],
+               "targets": {"sbc_ks_pvalue_above": KS_MIN_PVALUE, "coverage_90_in": list(COVERAGE_90_RANGE)}}
+    table = ""
+    for key in ("", "_unwidened"):
+        if key and not all(f"ranks{key}" in run for run in runs):
+            continue
+        calibration = sweep_calibration(runs, key, num_posterior_samples)
+        results[f"calibration{key}"] = calibration.to_dict() | {"tarp": "not applicable to per-truth sequential runs"}
+        table += ("\nThe same runs' posteriors before the conformal widening:\n\n" if key else "") + \
+            calibration.table().rsplit("| joint (TARP)", 1)[0]
+        if not key:
+            save_figure(rank_plot(calibration), out / "ranks.png")
+            # Is a miss of the [0.85, 0.95] target more than the scatter of N truths? The two-sided
+            # binomial p of the truths inside the 90% intervals against a calibrated posterior's 0.9.
+            inside = [round(c * len(runs)) for c in calibration.coverage_90]
+            pvalues = [float(binomtest(k, len(runs), 0.9).pvalue) for k in inside]
+            results["coverage_90_binomial_pvalues"] = dict(zip(calibration.names, pvalues))
+            table += (f"\n{len(runs)} truths. Binomial p of the 90% coverage against 0.9: "
+                      + ", ".join(f"{n} {p:.2f}" for n, p in zip(calibration.names, pvalues)) + ".\n\n")
+    (out / "table.md").write_text(table)
+    results |= {"config": sweeps[0]["config"], "seeds": [run["seed"] for run in runs]}
+    return emit(results, str(out / "results.json"))
+
+
+if __name__ == "__main__":
+    main()
