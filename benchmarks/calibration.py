@@ -32,17 +32,16 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from defaults import CASES, case_simulator
 from sbi_tumor.anatomy import load_mni152
-from sbi_tumor.diagnostics import COVERAGE_90_RANGE, KS_MIN_PVALUE, calibrate, coverage_from_ranks, held_out_pairs
+from sbi_tumor.diagnostics import (COVERAGE_90_RANGE, KS_MIN_PVALUE, Calibration, calibrate, held_out_pairs,
+                                   sbc_calibration)
 from sbi_tumor.config import InferenceConfig
 from sbi_tumor.conformal import ConformalPosterior
 from sbi_tumor.inference import run_sequential_npe
 from sbi_tumor.plots import save_figure
-from sbi_tumor.config import PARAMETER_NAMES
 from sbi_tumor.prior import make_prior
 from _common import emit  # benchmarks/ is on sys.path when run as a script
 
@@ -76,26 +75,14 @@ def sweep_truths(prior, num_truths: int, seed: int) -> torch.Tensor:
     return truths
 
 
-def sweep_calibration(runs: list[dict], key: str, num_posterior_samples: int):
+def sweep_calibration(runs: list[dict], key: str, num_posterior_samples: int) -> Calibration:
     """sbi's ``check_sbc`` on a sequential sweep's recorded runs (``truthI.json`` records: ``truth``,
-    ``ranks{key}``, ``dap{key}``; ``key`` is ``""`` or ``"_unwidened"``), as a `Calibration`."""
-    from sbi.diagnostics import check_sbc
-
-    from sbi_tumor.diagnostics import Calibration
-
-    ranks = np.array([r[f"ranks{key}"] for r in runs])
-    with torch.random.fork_rng():  # check_sbc's C2ST draws its uniform reference ranks from torch
+    ``ranks{key}``, ``dap{key}``; ``key`` is ``""`` or ``"_unwidened"``), with a fixed seed for its C2ST."""
+    with torch.random.fork_rng():
         torch.manual_seed(0)
-        checks = check_sbc(torch.tensor(ranks), torch.tensor([r["truth"] for r in runs]),
-                           torch.tensor([r[f"dap{key}"] for r in runs]), num_posterior_samples=num_posterior_samples)
-    nan = np.full(1, np.nan)
-    return Calibration(
-        names=PARAMETER_NAMES, ranks=ranks, num_posterior_samples=num_posterior_samples,
-        ks_pvalues=[float(v) for v in checks["ks_pvals"]], c2st_ranks=[float(v) for v in checks["c2st_ranks"]],
-        c2st_dap=float(torch.as_tensor(checks["c2st_dap"]).mean()),
-        coverage_50=coverage_from_ranks(ranks, num_posterior_samples, 0.5),
-        coverage_90=coverage_from_ranks(ranks, num_posterior_samples, 0.9),
-        tarp_atc=float("nan"), tarp_ks_pvalue=float("nan"), tarp_ecp=nan, tarp_alpha=nan)
+        ranks = torch.tensor([r[f"ranks{key}"] for r in runs], dtype=torch.float64)  # as the records were checked
+        return sbc_calibration(ranks, torch.tensor([r["truth"] for r in runs]),
+                               torch.tensor([r[f"dap{key}"] for r in runs]), num_posterior_samples)
 
 
 def sequential(args, simulator, prior, out: Path) -> dict:

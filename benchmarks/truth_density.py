@@ -21,7 +21,7 @@ import sys
 from defaults import case_simulator
 from sbi_tumor.anatomy import load_mni152
 from sbi_tumor.config import InferenceConfig
-from sbi_tumor.diagnostics import held_out_pairs
+from calibration import sweep_truths
 from sbi_tumor.inference import run_sequential_npe
 from sbi_tumor.prior import make_prior
 from _common import emit
@@ -36,7 +36,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     prior = make_prior("paper")
     simulator = case_simulator("paper", load_mni152(2.0))
-    truths, _ = held_out_pairs(lambda t: t, prior, 30, seed=args.seed + 1000)  # as calibration.py draws them
+    truths = sweep_truths(prior, 30, args.seed)
     rows = []
     for i in args.truths:
         truth = truths[i]

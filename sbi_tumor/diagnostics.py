@@ -17,13 +17,15 @@ report names each parameter that misses a target and in which direction:
 
 These checks are for the *amortised* posterior (trained on prior draws, valid at every x). A
 sequential posterior is trained for one x_o: check it by running the whole pipeline on truths
-drawn from the prior, one run per truth, and ranking each truth in its own posterior.
+drawn from the prior, one run per truth, and ranking each truth in its own posterior;
+[`sbc_calibration`][sbi_tumor.diagnostics.sbc_calibration] checks those ranks (SBC and coverage,
+no TARP).
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -34,7 +36,7 @@ from .config import PARAMETER_NAMES
 from .sbi_compat import SAMPLING_BATCH_NOTE
 
 __all__ = ["COVERAGE_90_RANGE", "KS_MIN_PVALUE", "Calibration", "calibrate", "coverage_from_ranks",
-           "held_out_pairs", "rank_plot", "tarp_plot"]
+           "held_out_pairs", "rank_plot", "sbc_calibration", "tarp_plot"]
 
 #: SBC and TARP pass when their KS p-value exceeds this.
 KS_MIN_PVALUE = 0.05
@@ -139,7 +141,7 @@ def calibrate(posterior: Any, theta: torch.Tensor, x: torch.Tensor, num_posterio
     ``posterior`` is anything with sbi's ``sample_batched(shape, x=..., show_progress_bars=...)``
     (what [`run_sequential_npe`][sbi_tumor.inference.run_sequential_npe] returns). Needs ``N >= 100`` pairs for the checks to mean something (sbi warns below that).
     """
-    from sbi.diagnostics import check_sbc, check_tarp, run_sbc, run_tarp
+    from sbi.diagnostics import check_tarp, run_sbc, run_tarp
 
     theta = torch.as_tensor(theta, dtype=torch.float32)
     x = torch.as_tensor(x, dtype=torch.float32)
@@ -148,20 +150,38 @@ def calibrate(posterior: Any, theta: torch.Tensor, x: torch.Tensor, num_posterio
         torch.manual_seed(seed)
         ranks, dap = run_sbc(theta, x, posterior, num_posterior_samples=num_posterior_samples,
                              show_progress_bar=False)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="You are computing SBC checks with less than")
-            checks = check_sbc(ranks, theta, dap, num_posterior_samples=num_posterior_samples)
+        calibration = sbc_calibration(ranks, theta, dap, num_posterior_samples, names)
         ecp, alpha = run_tarp(theta, x, posterior, num_posterior_samples=num_posterior_samples,
                               show_progress_bar=False)
         atc, tarp_p = check_tarp(ecp, alpha)
+    return replace(calibration, tarp_atc=float(atc), tarp_ks_pvalue=float(tarp_p), tarp_ecp=ecp.numpy(),
+                   tarp_alpha=alpha.numpy())
+
+
+def sbc_calibration(ranks: torch.Tensor, theta: torch.Tensor, dap: torch.Tensor, num_posterior_samples: int,
+                    names: Sequence[str] = PARAMETER_NAMES) -> Calibration:
+    """sbi's ``check_sbc`` on SBC ranks ``(N, d)`` of truths ``theta (N, d)`` with their data-averaged
+    posterior draws ``dap (N, d)``, as a `Calibration` without TARP (its fields NaN).
+
+    For ranks that come from separate posteriors, as in a sweep of sequential runs, one per truth,
+    where TARP does not apply. Its C2ST draws from torch's global generator: seed it for a
+    reproducible ``c2st_ranks``."""
+    from sbi.diagnostics import check_sbc
+
+    ranks = torch.as_tensor(ranks)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="You are computing SBC checks with less than")
+        checks = check_sbc(ranks, torch.as_tensor(theta), torch.as_tensor(dap),
+                           num_posterior_samples=num_posterior_samples)
     ranks_np = ranks.numpy()
+    nan = np.full(1, np.nan)
     return Calibration(
         names=tuple(names), ranks=ranks_np, num_posterior_samples=num_posterior_samples,
         ks_pvalues=[float(v) for v in checks["ks_pvals"]], c2st_ranks=[float(v) for v in checks["c2st_ranks"]],
         c2st_dap=float(torch.as_tensor(checks["c2st_dap"]).mean()),
         coverage_50=coverage_from_ranks(ranks_np, num_posterior_samples, 0.5),
         coverage_90=coverage_from_ranks(ranks_np, num_posterior_samples, 0.9),
-        tarp_atc=float(atc), tarp_ks_pvalue=float(tarp_p), tarp_ecp=ecp.numpy(), tarp_alpha=alpha.numpy())
+        tarp_atc=float("nan"), tarp_ks_pvalue=float("nan"), tarp_ecp=nan, tarp_alpha=nan)
 
 
 def rank_plot(calibration: Calibration, labels: Sequence[str] | None = None):

@@ -190,7 +190,8 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     for name in ("inputs/scan1_adc.nii.gz", "inputs/truth.json", "posterior/pairplot.png",
                  "posterior/samples.csv", "prediction/volumes.png", "prediction/volumes.csv"):
         assert (out / name).is_file(), name
-    # Its top folder is marked as ours, so `demo --overwrite` may replace it; a user's folder is refused.
+    # Its top folder is marked as ours, so `demo --overwrite` may replace it (a folder without the marker
+    # is refused: tests/test_io.py).
     assert json.loads((out / OUTPUT_MARKER).read_text())["written_by"] == "sbi-tumor"
     check_replaceable(out)
 

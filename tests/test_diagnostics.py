@@ -55,6 +55,26 @@ def test_an_over_confident_posterior_is_flagged_with_its_direction():
     assert wide.tarp_atc > 0.05
 
 
+def test_sbc_calibration_checks_ranks_of_separate_posteriors():
+    """Ranks of one run per truth (a sequential sweep): SBC and coverage, no TARP."""
+    from sbi_tumor.diagnostics import sbc_calibration
+
+    rng = np.random.default_rng(0)
+    theta = torch.tensor(rng.normal(size=(200, 2)), dtype=torch.float32)
+    uniform = torch.tensor(rng.integers(0, 1001, (200, 2)), dtype=torch.float32)
+    # Over-confident: a third of the truths fall in the posterior's outer 2% (ranks 0-10 or 990-1000)
+    narrow = uniform.clone()
+    narrow[::3] = torch.tensor(rng.choice([5.0, 995.0], (67, 2)), dtype=torch.float32)
+    torch.manual_seed(0)
+    good = sbc_calibration(uniform, theta, theta, 1000, names=("a", "b"))
+    torch.manual_seed(0)
+    bad = sbc_calibration(narrow, theta, theta, 1000, names=("a", "b"))
+    assert all(v["sbc_passed"] and v["coverage_90_passed"] for v in good.verdicts().values()), good.table()
+    assert all(not v["sbc_passed"] and v["direction"].startswith("over-confident") for v in bad.verdicts().values())
+    assert max(bad.coverage_90) < 0.65  # about 0.9 of the other two thirds
+    assert np.isnan(good.tarp_ks_pvalue) and not good.passed  # TARP does not apply, so not "passed"
+
+
 def test_coverage_from_ranks():
     ranks = np.array([[0], [50], [100], [3], [97]])  # of 100 samples
     assert coverage_from_ranks(ranks, 100, 0.9) == [0.2]  # only rank 50 lies in [5, 95]
