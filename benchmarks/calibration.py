@@ -30,9 +30,11 @@ import shlex
 import sys
 import time
 from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch.distributions import Distribution
 
 from defaults import CASES, case_simulator
 from sbi_tumor.anatomy import load_mni152
@@ -49,12 +51,10 @@ from _common import emit  # benchmarks/ is on sys.path when run as a script
 def amortised(args, simulator, prior, out: Path) -> dict:
     from sbi_tumor.diagnostics import rank_plot, tarp_plot
 
-    x_o = simulator(torch.tensor([CASES[args.case][1]]))  # any x: round 1 does not depend on it
-    config = InferenceConfig(**{"num_simulations": args.simulations, "augment": args.augment, "seed": args.seed,
-                                **args.settings, "num_rounds": 1})  # amortised: the first round alone
     t0 = time.perf_counter()
-    posterior, result = run_sequential_npe(simulator, prior, x_o, config, progress=not args.quiet)
-    theta, x = held_out_pairs(simulator, prior, args.pairs, seed=args.seed + 1000)
+    posterior, result = first_round(simulator, prior, args.case, args.seed, args.simulations, args.settings,
+                                    augment=args.augment, progress=not args.quiet)
+    theta, x = held_out_draws(simulator, prior, args.pairs, args.seed)
     calibration = calibrate(posterior, theta, x, num_posterior_samples=args.posterior_samples)
     save_figure(rank_plot(calibration), out / "ranks.png")
     save_figure(tarp_plot(calibration), out / "tarp.png")
@@ -69,10 +69,26 @@ def amortised(args, simulator, prior, out: Path) -> dict:
             "config": result.config}
 
 
-def sweep_truths(prior, num_truths: int, seed: int) -> torch.Tensor:
-    """The ``(num_truths, 4)`` truths of a sequential sweep run with ``--seed seed``."""
-    truths, _ = held_out_pairs(lambda t: t, prior, num_truths, seed=seed + 1000)
-    return truths
+def first_round(simulator: Callable, prior: Distribution, case: str, seed: int, simulations: int, settings: dict,
+                augment: int | None = None, progress: bool = False):
+    """The first-round (amortised) posterior of the configuration ``settings``, and its run's result:
+    ``simulations`` prior solves, the case's truth as x_o (round 1 does not depend on it)."""
+    x_o = simulator(torch.tensor([CASES[case][1]]))
+    config = InferenceConfig(**{"num_simulations": simulations, "augment": augment, "seed": seed, **settings,
+                                "num_rounds": 1})
+    return run_sequential_npe(simulator, prior, x_o, config, progress=progress)
+
+
+def held_out_draws(simulator: Callable, prior: Distribution, num: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``num`` held-out prior draws and their simulations of a run with ``--seed seed``, from a
+    stream apart from training's (``seed + 1000``)."""
+    return held_out_pairs(simulator, prior, num, seed=seed + 1000)
+
+
+def sweep_truths(prior: Distribution, num_truths: int, seed: int) -> torch.Tensor:
+    """The ``(num_truths, 4)`` truths of a sequential sweep run with ``--seed seed``: the first
+    ``num_truths`` held-out draws of an amortised run with the same seed."""
+    return held_out_draws(lambda t: t, prior, num_truths, seed)[0]
 
 
 def sweep_calibration(runs: list[dict], key: str, num_posterior_samples: int) -> Calibration:

@@ -7,7 +7,7 @@ configuration with each of ``--seeds`` and counts, per parameter, how often its 
 interval covers (a) its own ``--pairs`` held-out prior draws and (b) the sweep's ``--truths``
 truths. If the same networks cover (b) much less often than (a), the sweep's truths are hard ones:
 ``fewer_covered_p`` is Fisher's exact one-sided p of (b) covered less often than (a). (With ``--truth-seed 0`` the truths are the first 30 of network seed 0's own held-out
-draws: both come from ``seed=1000``.) Each network's numbers are kept in ``--out`` as they finish, so an interrupted run
+draws: both come from ``calibration.held_out_draws``.) Each network's numbers are kept in ``--out`` as they finish, so an interrupted run
 loses nothing.
 
     python benchmarks/truth_set.py --truth-seed 0 --out benchmarks/results/calibration/truth_set_seed0
@@ -28,12 +28,11 @@ import torch
 from scipy import stats
 from torch.distributions import Distribution
 
-from calibration import sweep_truths
+from calibration import first_round, held_out_draws, sweep_truths
 from defaults import CASES, case_simulator
 from sbi_tumor.anatomy import load_mni152
-from sbi_tumor.config import PARAMETER_NAMES, InferenceConfig
-from sbi_tumor.diagnostics import calibrate, held_out_pairs
-from sbi_tumor.inference import run_sequential_npe
+from sbi_tumor.config import PARAMETER_NAMES
+from sbi_tumor.diagnostics import calibrate
 from sbi_tumor.prior import make_prior
 from _common import emit  # benchmarks/ is on sys.path when run as a script
 
@@ -41,10 +40,9 @@ from _common import emit  # benchmarks/ is on sys.path when run as a script
 def network_coverage(args: argparse.Namespace, simulator: Callable, prior: Distribution, truths: torch.Tensor,
                      seed: int) -> dict:
     """One first-round network's 90% coverage on its held-out draws and at the sweep's truths."""
-    x_o = simulator(torch.tensor([CASES[args.case][1]]))  # any x: round 1 does not depend on it
-    config = InferenceConfig(**{"num_simulations": args.simulations, "seed": seed, **args.settings, "num_rounds": 1})
-    posterior, _ = run_sequential_npe(simulator, prior, x_o, config, progress=not args.quiet)
-    theta, x = held_out_pairs(simulator, prior, args.pairs, seed=seed + 1000)
+    posterior, _ = first_round(simulator, prior, args.case, seed, args.simulations, args.settings,
+                               progress=not args.quiet)
+    theta, x = held_out_draws(simulator, prior, args.pairs, seed)
     held_out = calibrate(posterior, theta, x, num_posterior_samples=args.posterior_samples)
     # The truths' observations as the sweep makes them: one simulation each.
     at_truths = calibrate(posterior, truths, simulator(truths), num_posterior_samples=args.posterior_samples)
