@@ -39,7 +39,7 @@ from torch.distributions import Distribution
 from defaults import CASES, case_simulator
 from sbi_tumor.anatomy import load_mni152
 from sbi_tumor.diagnostics import (COVERAGE_90_RANGE, KS_MIN_PVALUE, Calibration, calibrate, held_out_pairs,
-                                   sbc_calibration)
+                                   rank_plot, sbc_calibration)
 from sbi_tumor.config import InferenceConfig
 from sbi_tumor.conformal import ConformalPosterior
 from sbi_tumor.inference import run_sequential_npe
@@ -101,10 +101,22 @@ def sweep_calibration(runs: list[dict], key: str, num_posterior_samples: int) ->
                                torch.tensor([r[f"dap{key}"] for r in runs]), num_posterior_samples)
 
 
+#: Why a sweep's record has no TARP: it needs one posterior for every x, not one run per truth.
+NO_TARP = "not applicable to per-truth sequential runs"
+
+
+def sweep_report(runs: list[dict], num_posterior_samples: int, out: Path) -> tuple[dict[str, Calibration], str]:
+    """A sweep's checks by `sweep_calibration` (key ``""``; and ``"_unwidened"``, the networks' own
+    posteriors, where the runs recorded them), its rank plot (``out/ranks.png``) and its markdown table."""
+    checked = {key: sweep_calibration(runs, key, num_posterior_samples) for key in ("", "_unwidened")
+               if all(f"ranks{key}" in r for r in runs)}
+    save_figure(rank_plot(checked[""]), out / "ranks.png")
+    tables = [c.table().rsplit("| joint (TARP)", 1)[0] for c in checked.values()]  # no TARP row: NO_TARP
+    return checked, "\nThe same runs' posteriors before the conformal widening:\n\n".join(tables)
+
+
 def sequential(args, simulator, prior, out: Path) -> dict:
     from sbi.diagnostics import run_sbc
-
-    from sbi_tumor.diagnostics import rank_plot
 
     truths = sweep_truths(prior, args.truths, args.seed)
     config = InferenceConfig(**{"num_rounds": args.rounds, "num_simulations": args.simulations,
@@ -140,19 +152,10 @@ def sequential(args, simulator, prior, out: Path) -> dict:
                   file=sys.stderr, flush=True)
         runs.append(json.loads(path.read_text()))
 
-    calibration = sweep_calibration(runs, "", args.posterior_samples)
-    save_figure(rank_plot(calibration), out / "ranks.png")
-    # TARP needs one posterior for every x: it does not apply to per-truth sequential runs.
-    table = calibration.table().rsplit("| joint (TARP)", 1)[0]
-    extra = {}
-    if all("ranks_unwidened" in r for r in runs):
-        unwidened = sweep_calibration(runs, "_unwidened", args.posterior_samples)
-        extra = {"calibration_unwidened": unwidened.to_dict()}
-        table += "\nThe same runs' posteriors before the conformal widening:\n\n" + \
-            unwidened.table().rsplit("| joint (TARP)", 1)[0]
+    checked, table = sweep_report(runs, args.posterior_samples, out)
     (out / "table.md").write_text(table)
-    return {"calibration": calibration.to_dict() | {"tarp": "not applicable to per-truth sequential runs"},
-            **extra, "runs": runs, "config": config.to_dict(),
+    return {**{f"calibration{key}": c.to_dict() | {"tarp": NO_TARP} for key, c in checked.items()},
+            "runs": runs, "config": config.to_dict(),
             "seeds": [r.get("seed", args.seed) for r in runs],
             "wall_time_s_per_truth": [r["wall_time_s"] for r in runs]}
 

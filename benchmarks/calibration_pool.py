@@ -25,9 +25,8 @@ from pathlib import Path
 
 from scipy.stats import binomtest
 
-from calibration import sweep_calibration
-from sbi_tumor.diagnostics import KS_MIN_PVALUE, COVERAGE_90_RANGE, rank_plot
-from sbi_tumor.plots import save_figure
+from calibration import NO_TARP, sweep_report
+from sbi_tumor.diagnostics import KS_MIN_PVALUE, COVERAGE_90_RANGE
 from _common import emit  # benchmarks/ is on sys.path when run as a script
 
 
@@ -70,23 +69,17 @@ def main(argv: list[str] | None = None) -> dict:
                "command": shlex.join(["python", "benchmarks/calibration_pool.py", *(argv or sys.argv[1:])]),
                "sweeps": [sweep["command"] for sweep in sweeps],
                "targets": {"sbc_ks_pvalue_above": KS_MIN_PVALUE, "coverage_90_in": list(COVERAGE_90_RANGE)}}
-    table = ""
-    for key in ("", "_unwidened"):
-        if key and not all(f"ranks{key}" in run for run in runs):
-            continue
-        calibration = sweep_calibration(runs, key, num_posterior_samples)
-        results[f"calibration{key}"] = calibration.to_dict() | {"tarp": "not applicable to per-truth sequential runs"}
-        table += ("\nThe same runs' posteriors before the conformal widening:\n\n" if key else "") + \
-            calibration.table().rsplit("| joint (TARP)", 1)[0]
-        if not key:
-            save_figure(rank_plot(calibration), out / "ranks.png")
-            # Is a miss of the [0.85, 0.95] target more than the scatter of N truths? The two-sided
-            # binomial p of the truths inside the 90% intervals against a calibrated posterior's 0.9.
-            inside = [round(c * len(runs)) for c in calibration.coverage_90]  # fractions of len(runs): exact
-            pvalues = [float(binomtest(k, len(runs), 0.9).pvalue) for k in inside]
-            results["coverage_90_binomial_pvalues"] = dict(zip(calibration.names, pvalues))
-            table += (f"\n{len(runs)} truths. Binomial p of the 90% coverage against 0.9: "
-                      + ", ".join(f"{n} {p:.2f}" for n, p in zip(calibration.names, pvalues)) + ".\n\n")
+    checked, table = sweep_report(runs, num_posterior_samples, out)
+    results |= {f"calibration{key}": c.to_dict() | {"tarp": NO_TARP} for key, c in checked.items()}
+    # Is a miss of the [0.85, 0.95] target more than the scatter of N truths? The two-sided binomial p
+    # of the truths inside the 90% intervals against a calibrated posterior's 0.9.
+    calibration = checked[""]
+    inside = [round(c * len(runs)) for c in calibration.coverage_90]  # fractions of len(runs): exact
+    pvalues = [float(binomtest(k, len(runs), 0.9).pvalue) for k in inside]
+    results["coverage_90_binomial_pvalues"] = dict(zip(calibration.names, pvalues))
+    table += (f"\n{len(runs)} truths. Binomial p of the 90% coverage against 0.9"
+              f"{' (the widened posteriors)' if len(checked) > 1 else ''}: "
+              + ", ".join(f"{n} {p:.2f}" for n, p in zip(calibration.names, pvalues)) + ".\n")
     (out / "table.md").write_text(table)
     results |= {"config": pipeline(sweeps[0])[1], "seeds": [run["seed"] for run in runs]}
     return emit(results, str(out / "results.json"))
