@@ -192,6 +192,14 @@ def rank_plot(calibration: Calibration, labels: Sequence[str] | None = None):
     bins = int(np.clip(len(calibration.ranks) // 5, 5, 20))
     fig, _ = sbc_rank_plot(calibration.ranks, calibration.num_posterior_samples, plot_type="cdf",
                            parameter_labels=list(labels or calibration.names), num_bins=bins)
+    # sbi's x axis counts bins (0 to `bins`), where a reader expects the rank (0 to L), and its y axis
+    # has no numbers
+    num_samples = calibration.num_posterior_samples
+    for ax in fig.axes:
+        ticks = ax.get_xticks()
+        ax.set_xticks(ticks, [f"{t * num_samples / bins:.0f}" for t in ticks])
+        ax.set_xlabel(f"rank of the truth among {num_samples} posterior samples")
+        ax.set_yticks([0, 0.5, 1], ["0", "0.5", "1"])
     return fig
 
 

@@ -105,3 +105,6 @@ def test_rank_plot_draws_every_parameter_for_a_few_truths():
     fig = rank_plot(calibration)
     steps = [len(np.unique(line.get_ydata())) for line in fig.axes[0].lines]
     assert steps == [6, 6, 6, 6]  # sbi's default, one bin per 20 ranks, drew 4 flat lines (1 step each)
+    # The x axis reads in ranks (0 to 1000 samples), not in sbi's bins (0 to 6)
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels[0] == "0" and labels[-1] == "1000" and "1000 posterior samples" in fig.axes[0].get_xlabel()
