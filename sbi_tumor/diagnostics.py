@@ -102,7 +102,7 @@ class Calibration:
                        "targets": {"ks_pvalue_above": KS_MIN_PVALUE, "coverage_90_in": list(COVERAGE_90_RANGE)}}
 
     def table(self) -> str:
-        """A markdown table, one row per parameter and one for TARP."""
+        """A markdown table, one row per parameter and one for TARP (none where TARP was not run)."""
         lines = ["| parameter | SBC KS p | 50% coverage | 90% coverage | verdict |", "|---|---|---|---|---|"]
         for (name, verdict), p, c50, c90 in zip(self.verdicts().items(), self.ks_pvalues, self.coverage_50,
                                                 self.coverage_90):
@@ -110,8 +110,9 @@ class Calibration:
             ranks = "" if verdict["sbc_passed"] else "; SBC rejects uniform ranks"
             lines.append(f"| {name} | {p:.3f} | {c50:.2f} | {c90:.2f} | "
                          f"{'pass' if ok else 'miss'}: {verdict['direction']}{ranks} |")
-        lines.append(f"| joint (TARP) | {self.tarp_ks_pvalue:.3f} | | | "
-                     f"{'pass' if self.tarp_ks_pvalue > KS_MIN_PVALUE else 'miss'}: ATC {self.tarp_atc:+.3f} |")
+        if not np.isnan(self.tarp_ks_pvalue):
+            lines.append(f"| joint (TARP) | {self.tarp_ks_pvalue:.3f} | | | "
+                         f"{'pass' if self.tarp_ks_pvalue > KS_MIN_PVALUE else 'miss'}: ATC {self.tarp_atc:+.3f} |")
         return "\n".join(lines) + "\n"
 
 

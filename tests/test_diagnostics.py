@@ -73,6 +73,7 @@ def test_sbc_calibration_checks_ranks_of_separate_posteriors():
     assert all(not v["sbc_passed"] and v["direction"].startswith("over-confident") for v in bad.verdicts().values())
     assert max(bad.coverage_90) < 0.65  # about 0.9 of the other two thirds
     assert np.isnan(good.tarp_ks_pvalue) and not good.passed  # TARP does not apply, so not "passed"
+    assert "TARP" not in good.table()
 
 
 def test_coverage_from_ranks():
